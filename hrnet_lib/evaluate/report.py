@@ -1,0 +1,449 @@
+"""`python -m hrnet_lib evaluate`: a checkpoint on the WFLW test set and its six subsets, in the seed's table.
+
+Pipeline per face: crop (the landmark box padded 1.25, or the official mmpose centre/scale with
+``--annotations``) -> model heatmaps (flip test by default) -> decode (standard or DARK) -> times the
+stride back to input pixels -> inverse crop transform -> image pixels -> inter-ocular NME.
+
+Besides the table it writes a JSON (per-face and per-landmark NME, CED curves, table values, provenance),
+a CED figure and the predicted landmarks (``*_predictions.npz``) next to it. The mean-shape baseline
+(every face predicted as the mean training shape in its crop) is reported on the same faces.
+
+Reproducing the published row from mmpose's file (on a machine with WFLW in data/WFLW)::
+
+    python -m hrnet_lib evaluate --checkpoint data/hrnetv2_w18_wflw_256x256-2bf032a6_20210125.pth \\
+        --data-root data/WFLW --annotations data/WFLW/mmpose_json --out runs/published/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps
+from hrnet_lib.evaluate.metrics import ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
+
+#: The seed's column order.
+COLUMNS = ("test", "pose", "illumination", "occlusion", "blur", "makeup", "expression")
+#: Published NME (%) of HRNetV2-W18 at 256x256 (mmpose model zoo, td-hm_hrnetv2-w18_8xb64-60e_wflw-256x256).
+PUBLISHED = {
+    "test": 4.06,
+    "pose": 6.97,
+    "illumination": 3.99,
+    "occlusion": 4.83,
+    "blur": 4.58,
+    "makeup": 3.94,
+    "expression": 4.33,
+}
+PUBLISHED_SOURCE = "mmpose model zoo, td-hm_hrnetv2-w18_8xb64-60e_wflw-256x256 (flip test, standard decoder)"
+#: Model settings of the published checkpoint, used for any checkpoint that does not carry its own config.
+PUBLISHED_CONFIG: dict[str, Any] = {
+    "model": "hrnetv2_w18",
+    "num_keypoints": 98,
+    "upsample": "bilinear",
+    "input_size": 256,
+    "heatmap_size": 64,
+}
+FR_THRESHOLD = 0.10
+TEST_JSON = "face_landmarks_wflw_test.json"
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model a checkpoint needs and load its weights (strict); returns (model, settings).
+
+    The project's checkpoints ({"model": state_dict, "config": {...}}) give model name, keypoints,
+    upsampling, input and heatmap size; any other file (an mmpose checkpoint) gets the published
+    settings: hrnetv2_w18, bilinear fusion, 256 -> 64. The settings also name the weights' layout.
+    A file without a trained heatmap head (ImageNet or backbone-only weights) is an error.
+    """
+    from hrnet_lib.model.hrnet import build_model
+    from hrnet_lib.model.weights import WeightsMismatchError, load_weights, read_checkpoint
+
+    state, _ = read_checkpoint(path)
+    config = dict(PUBLISHED_CONFIG)
+    if isinstance(state, dict) and "model" in state and isinstance(state.get("config"), dict):
+        config.update({key: state["config"][key] for key in PUBLISHED_CONFIG if key in state["config"]})
+    model = build_model(config["model"], int(config["num_keypoints"]), config["upsample"])
+    try:
+        loaded = load_weights(model, state)
+    except WeightsMismatchError as error:
+        raise ValueError(f"{path}: the weights do not fit {config['model']}: {error}") from None
+    if loaded.missing:
+        raise ValueError(
+            f"{path}: {loaded.layout} weights leave {len(loaded.missing)} model tensors at initialisation "
+            f"(e.g. {loaded.missing[0]}): not a trained landmark model"
+        )
+    config["weights_layout"] = loaded.layout
+    return model, config
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a name: "auto" is cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def predict_faces(
+    model: nn.Module,
+    faces: list,
+    image_root: str | Path,
+    input_size: int = 256,
+    heatmap_size: int = 64,
+    flip: bool = True,
+    decoder: str = "standard",
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str | torch.device = "cpu",
+    bf16: bool = True,
+    progress: bool = True,
+) -> np.ndarray:
+    """Predicted landmarks (N, K, 2) in image pixels of each face, through the test-time crop.
+
+    Batched, in inference mode; bf16 autocast and channels_last when ``device`` is CUDA and ``bf16``
+    (heatmaps are averaged and decoded in float32).
+    """
+    from hrnet_lib.data.loader import WFLWDataset, build_loader
+    from hrnet_lib.data.transforms import invert_affine, transform_points, warp_matrix
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    model = model.to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    dataset = WFLWDataset(faces, image_root, train=False, input_size=input_size, heatmap_size=heatmap_size)
+    loader = build_loader(dataset, batch_size, train=False, workers=workers)
+    stride = input_size / heatmap_size
+    out: np.ndarray | None = None
+    with tqdm(total=len(faces), desc="evaluating", unit="face", disable=not progress) as bar:
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)
+            if cuda:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and bf16):
+                heatmaps = predict_heatmaps(model, images, flip=flip)
+            keypoints, _ = decode_heatmaps(heatmaps.float().cpu().numpy(), decoder)
+            if out is None:
+                out = np.zeros((len(faces), keypoints.shape[1], 2))
+            for i, index in enumerate(batch["index"].tolist()):
+                center = batch["center"][i].double().numpy()
+                scale = batch["scale"][i].double().numpy()
+                to_image = invert_affine(warp_matrix(center, scale, 0.0, (input_size, input_size)))
+                out[index] = transform_points(keypoints[i].astype(np.float64) * stride, to_image)
+            bar.update(len(images))
+    if out is None:
+        raise ValueError("no faces to evaluate")
+    return out
+
+
+def with_official_crops(faces: list, json_path: str | Path) -> list:
+    """The faces with the official crop centre/scale of mmpose's json, matched by image file name and
+    landmarks; every face must have exactly one match (an error names the face's annotation line)."""
+    from hrnet_lib.data.wflw import MATCH_TOLERANCE, read_mmpose_json
+
+    by_name: dict[str, list] = {}
+    for entry in read_mmpose_json(json_path):
+        by_name.setdefault(Path(entry.image).name, []).append(entry)
+    matched = []
+    for face in faces:
+        close = [
+            entry
+            for entry in by_name.get(Path(face.image).name, [])
+            if np.abs(entry.landmarks - face.landmarks).max() <= MATCH_TOLERANCE
+        ]
+        if len(close) != 1:
+            what = "no face" if not close else f"{len(close)} faces"
+            raise ValueError(f"{face.source}: {what} in {json_path} with this image and these landmarks")
+        matched.append(dataclasses.replace(face, center=close[0].center, scale=close[0].scale))
+    return matched
+
+
+def subset_scores(per_face: np.ndarray, subsets: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """NME (%), FR@10% (%), AUC@10% and size for the full test set and each subset, in the seed's order."""
+    scores = {}
+    for name in COLUMNS:
+        errors = per_face if name == "test" else per_face[subsets[name]]
+        if len(errors) == 0:
+            scores[name] = {"faces": 0, "nme": float("nan"), "fr": float("nan"), "auc": float("nan")}
+            continue
+        fr, auc = fr_auc(errors, FR_THRESHOLD)
+        scores[name] = {"faces": len(errors), "nme": 100 * float(errors.mean()), "fr": 100 * fr, "auc": auc}
+    return scores
+
+
+def _cell(value: float | None, digits: int) -> str:
+    """A table cell; an empty subset (NaN, or None once written to JSON) prints as "-"."""
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The seed's table (markdown): NME (%) per column for the model, then FR@10% and AUC@10%, the
+    mean-shape baseline on the same faces, the published row, and the number of faces per column."""
+    model, baseline = results["table"]["model"], results["table"]["baseline"]
+    title = results["table"].get("title", "this checkpoint")
+    rows = [
+        (f"{title}: NME (%)", [_cell(model[c]["nme"], 2) for c in COLUMNS]),
+        ("FR@10% (%)", [_cell(model[c]["fr"], 2) for c in COLUMNS]),
+        ("AUC@10%", [_cell(model[c]["auc"], 4) for c in COLUMNS]),
+        ("mean-shape baseline: NME (%)", [_cell(baseline[c]["nme"], 2) for c in COLUMNS]),
+        ("mean-shape baseline: FR@10% (%)", [_cell(baseline[c]["fr"], 2) for c in COLUMNS]),
+        ("mean-shape baseline: AUC@10%", [_cell(baseline[c]["auc"], 4) for c in COLUMNS]),
+        ("published HRNetV2-W18 (mmpose): NME (%)", [f"{PUBLISHED[c]:.2f}" for c in COLUMNS]),
+        ("faces", [str(model[c]["faces"]) for c in COLUMNS]),
+    ]
+    lines = ["| WFLW | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
+    return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _commit() -> str | None:
+    """The repository's commit (with "-dirty" when the tree has changes), or None outside git."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    flip: bool = True,
+    decoder: str = "standard",
+    annotations: str | Path | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    bf16: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Evaluate a checkpoint on the test set and its subsets; returns (results for the JSON, arrays:
+    "predictions", "landmarks" (ground truth) and "baseline", each (N, K, 2) image pixels)."""
+    from hrnet_lib.data.loader import crop_box
+    from hrnet_lib.data.wflw import IMAGE_DIR, load_split, load_subsets
+
+    data_root = Path(data_root)
+    torch_device = resolve_device(device)
+    model, config = load_model(checkpoint)
+    faces = load_split(data_root, "test")
+    subsets = load_subsets(data_root, faces)
+    if annotations is not None:
+        json_path = Path(annotations)
+        faces = with_official_crops(faces, json_path / TEST_JSON if json_path.is_dir() else json_path)
+    predictions = predict_faces(
+        model,
+        faces,
+        data_root / IMAGE_DIR,
+        config["input_size"],
+        config["heatmap_size"],
+        flip,
+        decoder,
+        batch_size,
+        workers,
+        torch_device,
+        bf16,
+        progress,
+    )
+    truth = np.stack([face.landmarks for face in faces])
+    per_face = nme(predictions, truth)
+
+    train_faces = load_split(data_root, "train", check_images=False)
+    train_boxes = [crop_box(face) for face in train_faces]
+    test_boxes = [crop_box(face) for face in faces]
+    baseline = mean_shape_baseline(
+        np.stack([face.landmarks for face in train_faces]),
+        np.stack([c for c, _ in train_boxes]),
+        np.stack([s for _, s in train_boxes]),
+        np.stack([c for c, _ in test_boxes]),
+        np.stack([s for _, s in test_boxes]),
+    )
+    baseline_per_face = nme(baseline, truth)
+
+    curves = {"thresholds": ced(per_face, FR_THRESHOLD)[0].tolist()}
+    for name in COLUMNS:
+        errors = per_face if name == "test" else per_face[subsets[name]]
+        curves[name] = ced(errors, FR_THRESHOLD)[1].tolist() if len(errors) else []
+    checkpoint = Path(checkpoint)
+    results = {
+        "provenance": {
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": _sha256(checkpoint)[:16],
+            "data_root": str(data_root),
+            "annotations": str(annotations)
+            if annotations is not None
+            else "official txt (landmark-box crops)",
+            "decoder": decoder,
+            "flip_test": flip,
+            "precision": "bf16" if torch_device.type == "cuda" and bf16 else "fp32",
+            "model": config,
+            "commit": _commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "hardware": _hardware(torch_device),
+            "torch": torch.__version__,
+        },
+        "table": {
+            "title": checkpoint.name,
+            "model": subset_scores(per_face, subsets),
+            "baseline": subset_scores(baseline_per_face, subsets),
+            "published": {"nme": PUBLISHED, "source": PUBLISHED_SOURCE},
+            "units": "nme and fr in percent, auc a fraction of 1; threshold 10% of the inter-ocular distance",
+        },
+        "subsets": {name: subsets[name].tolist() for name in subsets},
+        "per_face": [
+            {"index": i, "image": face.image, "source": face.source, "nme": float(per_face[i])}
+            for i, face in enumerate(faces)
+        ],
+        "per_landmark_nme": per_landmark_nme(predictions, truth).tolist(),
+        "baseline_per_face_nme": baseline_per_face.tolist(),
+        "ced": curves,
+    }
+    arrays = {"predictions": predictions, "landmarks": truth, "baseline": baseline}
+    return results, arrays
+
+
+def plot_ced(results: dict[str, Any], path: str | Path) -> None:
+    """CED curves of the test set and each subset (NME up to 10%), saved as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = results["ced"]
+    thresholds = 100 * np.asarray(curves["thresholds"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name in COLUMNS:
+        if curves[name]:
+            auc = results["table"]["model"][name]["auc"]
+            ax.plot(
+                thresholds, curves[name], lw=2 if name == "test" else 1.2, label=f"{name} (AUC {auc:.3f})"
+            )
+    if results.get("baseline_per_face_nme"):
+        _, floor = ced(np.asarray(results["baseline_per_face_nme"]), FR_THRESHOLD, len(thresholds) - 1)
+        ax.plot(thresholds, floor, "k--", lw=1, label="mean-shape baseline, test")
+    ax.set(xlabel="NME (%)", ylabel="share of faces", xlim=(0, thresholds[-1]), ylim=(0, 1))
+    ax.set_title(f"CED, {results['table']['title']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    _atomic_bytes(Path(path), buffer.getvalue())
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    from hrnet_lib.train.checkpoint import atomic_write
+
+    atomic_write(path, lambda f: f.write(data))
+
+
+def sidecar_paths(out: Path) -> tuple[Path, Path]:
+    """Where the CED figure and the predictions go, next to the results JSON."""
+    return out.with_name(out.stem + "_ced.png"), out.with_name(out.stem + "_predictions.npz")
+
+
+def write_results(results: dict[str, Any], arrays: dict[str, np.ndarray], out: str | Path) -> None:
+    """Atomically write the results JSON, the CED figure and the predictions next to it."""
+    out = Path(out)
+    figure, npz = sidecar_paths(out)
+    _atomic_bytes(out, (json.dumps(results, indent=1, allow_nan=False) + "\n").encode())
+    plot_ced(results, figure)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _atomic_bytes(npz, buffer.getvalue())
+
+
+def _nan_to_none(value: Any) -> Any:
+    """JSON has no NaN: empty subsets store null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hrnet_lib evaluate",
+        description="Evaluate a checkpoint on the WFLW test set and its six subsets (NME, FR@10%, AUC@10%).",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="project checkpoint or mmpose .pth")
+    parser.add_argument("--data-root", required=True, type=Path, help="WFLW root (official layout)")
+    parser.add_argument("--out", required=True, type=Path, help="results JSON; figure and npz go beside it")
+    parser.add_argument("--no-flip", action="store_true", help="no flip test (single pass)")
+    parser.add_argument("--decoder", choices=DECODERS, default="standard")
+    parser.add_argument(
+        "--annotations",
+        type=Path,
+        default=None,
+        help=f"mmpose's {TEST_JSON} (or its folder): use its official crop centre/scale, as published",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results, arrays = evaluate(
+            args.checkpoint,
+            args.data_root,
+            flip=not args.no_flip,
+            decoder=args.decoder,
+            annotations=args.annotations,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            bf16=not args.fp32,
+            progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    results["provenance"]["command"] = shlex.join(["python", "-m", "hrnet_lib", "evaluate", *argv])
+    print(format_table(results))
+    write_results(_nan_to_none(results), arrays, args.out)
+    figure, npz = sidecar_paths(args.out)
+    print(f"wrote {args.out}, {figure} and {npz}")
+    return 0

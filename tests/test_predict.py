@@ -1,0 +1,128 @@
+"""Tests for hrnet_lib.evaluate.predict: the predict command on a photo with a box, the box and crop
+geometry, and the clear errors for an unreadable photo or one without a detectable face."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hrnet_lib.evaluate import predict
+from hrnet_lib.model.hrnet import build_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised small HRNet at 64 px input, in the project's checkpoint format."""
+    torch.manual_seed(0)
+    model = build_model("hrnetv2_w18_small_v2", num_keypoints=98)
+    config = {"model": "hrnetv2_w18_small_v2", "num_keypoints": 98, "upsample": "bilinear"}
+    config |= {"input_size": 64, "heatmap_size": 16}
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    torch.save({"model": model.state_dict(), "config": config}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 240x320 photo: noise with a skin-coloured ellipse where the face box is."""
+    image = np.random.default_rng(0).integers(0, 255, size=(240, 320, 3), dtype=np.uint8)
+    cv2.ellipse(image, (160, 120), (45, 60), 0, 0, 360, (120, 160, 210), -1)
+    path = tmp_path_factory.mktemp("photos") / "face.jpg"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_predict_with_box_writes_png_and_json(checkpoint: Path, photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.png"
+    argv = [
+        str(photo),
+        "--checkpoint",
+        str(checkpoint),
+        "--box",
+        "115",
+        "60",
+        "205",
+        "180",
+        "--out",
+        str(out),
+    ]
+    assert predict.main([*argv, "--device", "cpu"]) == 0
+    drawn = cv2.imread(str(out))
+    assert drawn is not None and drawn.shape == (240, 320, 3)
+    assert not np.array_equal(drawn, cv2.imread(str(photo)))  # something was drawn
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["box_source"] == "--box" and len(result["faces"]) == 1
+    face = result["faces"][0]
+    landmarks = np.array(face["landmarks"])
+    assert landmarks.shape == (98, 2) and np.isfinite(landmarks).all()
+    assert len(face["scores"]) == 98
+    # Every point lies in the padded crop (side 1.25 x 120 around the box centre), give or take a
+    # heatmap pixel (the -1 of a non-positive maximum).
+    side, stride_px = 1.25 * 120, 1.25 * 120 / 16
+    assert np.all(np.abs(landmarks - [160, 120]) <= side / 2 + stride_px + 1e-6)
+
+
+class OracleHeatmaps(nn.Module):
+    """Ignores the image: heatmap k peaks at peaks[k] with equal neighbours (no quarter step)."""
+
+    def __init__(self, peaks: np.ndarray, size: int) -> None:
+        super().__init__()
+        maps = torch.zeros(len(peaks), size, size)
+        for k, (x, y) in enumerate(peaks):
+            maps[k, y, x] = 1.0
+            maps[k, y, x - 1] = maps[k, y, x + 1] = maps[k, y - 1, x] = maps[k, y + 1, x] = 0.5
+        self.register_buffer("maps", maps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps.expand(len(x), -1, -1, -1).clone()
+
+
+def test_predict_landmarks_maps_back_through_each_box() -> None:
+    peaks = np.random.default_rng(1).integers(2, 14, size=(98, 2))
+    boxes = np.array([[100.0, 50.0, 180.0, 150.0], [10.0, 20.0, 50.0, 40.0]])
+    image = np.zeros((200, 300, 3), dtype=np.uint8)
+    landmarks, scores = predict.predict_landmarks(OracleHeatmaps(peaks, 16), image, boxes, 64, 16, flip=False)
+    for box, points in zip(boxes, landmarks, strict=True):
+        centre = (box[:2] + box[2:]) / 2
+        side = 1.25 * (box[2:] - box[:2]).max()  # square around the longer side, padded 1.25
+        np.testing.assert_allclose(points, centre + (4 * peaks - 32) * side / 64, atol=1e-6)
+    np.testing.assert_allclose(scores, 1.0)
+
+
+def test_detection_becomes_a_lower_tighter_face_box() -> None:
+    box = predict.face_box_from_detection(np.array([100.0, 200.0, 200.0, 300.0]))
+    # side 100 -> 90; centre (150, 250) moved down by 10
+    np.testing.assert_allclose(box, [105.0, 215.0, 195.0, 305.0])
+
+
+def test_unreadable_image_is_a_clear_error(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_text("hello")
+    assert predict.main([str(bad), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o.png")]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "cannot read image" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_no_face_found_suggests_box(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 160, 3), 128, dtype=np.uint8))
+    assert predict.main([str(blank), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o.png")]) == 1
+    # Either the detector found nothing, or this OpenCV has no bundled cascade: both name --box.
+    assert "--box x0 y0 x1 y1" in capsys.readouterr().err
+
+
+def test_bad_box_is_a_clear_error(
+    checkpoint: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [str(photo), "--checkpoint", str(checkpoint), "--box", "50", "50", "40", "90"]
+    assert predict.main([*argv, "--out", str(tmp_path / "o.png")]) == 1
+    assert "x1 > x0" in capsys.readouterr().err

@@ -1,0 +1,268 @@
+"""Tests for hrnet_lib.evaluate.report: the evaluate command end to end on a small dataset written in the
+official layout, the crop geometry with an oracle model, the official-crop matching, and the table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hrnet_lib.data.wflw import ANNOTATION_DIR, ATTRIBUTES, IMAGE_DIR, SUBSET_FILES, load_split
+from hrnet_lib.evaluate import report
+from hrnet_lib.model.hrnet import build_model
+
+TEMPLATE = np.random.default_rng(7).uniform(-0.4, 0.4, size=(98, 2))  # one face shape, crop units
+
+
+def subset_flags(i: int) -> dict[str, bool]:
+    """Attribute flags of test face i; "makeup" stays empty to exercise an empty subset."""
+    return {
+        "pose": i % 2 == 0,
+        "expression": i % 3 == 0,
+        "illumination": i < 3,
+        "makeup": False,
+        "occlusion": i >= 5,
+        "blur": i in (1, 4),
+    }
+
+
+def write_dataset(root: Path, n_train: int = 6, n_test: int = 8, seed: int = 0) -> None:
+    """A small dataset in the official WFLW layout: noise images, two faces per image, every face the
+    same template shape (moved and scaled), so the mean-shape baseline is exact on it."""
+    rng = np.random.default_rng(seed)
+    split_dir = root / ANNOTATION_DIR / "list_98pt_rect_attr_train_test"
+    subset_dir = root / ANNOTATION_DIR / "list_98pt_test"
+    split_dir.mkdir(parents=True)
+    subset_dir.mkdir(parents=True)
+    subset_lines: dict[str, list[str]] = {name: [] for name in ATTRIBUTES}
+    test_lines = []
+    for split, count in (("train", n_train), ("test", n_test)):
+        lines = []
+        for i in range(count):
+            image = f"1--Event/{split}_{i // 2}.jpg"
+            path = root / IMAGE_DIR / image
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), rng.integers(0, 255, size=(160, 200, 3), dtype=np.uint8))
+            side = rng.uniform(30, 50)
+            landmarks = rng.uniform(50, 110, size=2) + side * TEMPLATE
+            flags = subset_flags(i) if split == "test" else {name: False for name in ATTRIBUTES}
+            low, high = landmarks.min(0), landmarks.max(0)
+            coords = " ".join(f"{v:.6f}" for v in landmarks.ravel())
+            box = " ".join(f"{v:.0f}" for v in (*low, *high))
+            bits = " ".join(str(int(flags[name])) for name in ATTRIBUTES)
+            lines.append(f"{coords} {box} {bits} {image}")
+            if split == "test":
+                test_lines.append(f"{coords} {image}")
+                for name in ATTRIBUTES:
+                    if flags[name]:
+                        subset_lines[name].append(f"{coords} {image}")
+        (split_dir / f"list_98pt_rect_attr_{split}.txt").write_text("\n".join(lines) + "\n")
+    (subset_dir / "list_98pt_test.txt").write_text("\n".join(test_lines) + "\n")
+    for name, file in SUBSET_FILES.items():
+        (subset_dir / file).write_text("".join(line + "\n" for line in subset_lines[name]))
+
+
+def save_tiny_checkpoint(path: Path) -> None:
+    """A randomly initialised small HRNet at 64 px input, in the project's checkpoint format."""
+    torch.manual_seed(0)
+    model = build_model("hrnetv2_w18_small_v2", num_keypoints=98)
+    config = {"model": "hrnetv2_w18_small_v2", "num_keypoints": 98, "upsample": "bilinear"}
+    config |= {"input_size": 64, "heatmap_size": 16, "sigma": 1.0}
+    torch.save({"model": model.state_dict(), "config": config, "epoch": 0}, path)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("wflw")
+    write_dataset(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    save_tiny_checkpoint(path)
+    return path
+
+
+def test_evaluate_command_writes_results_matching_subset_files(
+    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    argv = ["--checkpoint", str(checkpoint), "--data-root", str(dataset), "--out", str(out)]
+    assert report.main([*argv, "--batch-size", "3", "--workers", "0", "--device", "cpu", "--quiet"]) == 0
+    results = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+
+    # Subset sizes equal the line counts of the official subset files.
+    subset_dir = dataset / ANNOTATION_DIR / "list_98pt_test"
+    for name, file in SUBSET_FILES.items():
+        lines = [line for line in (subset_dir / file).read_text().splitlines() if line.strip()]
+        assert results["table"]["model"][name]["faces"] == len(lines), name
+        assert len(results["subsets"][name]) == len(lines)
+    assert results["table"]["model"]["test"]["faces"] == 8
+    assert results["table"]["model"]["makeup"]["nme"] is None  # empty subset: no number, not a zero
+
+    # Per-face NMEs agree with the saved predictions, and the subset NME is their mean.
+    arrays = np.load(out.with_name("results_predictions.npz"))
+    truth = np.stack([face.landmarks for face in load_split(dataset, "test")])
+    np.testing.assert_allclose(arrays["landmarks"], truth)
+    iod = np.linalg.norm(truth[:, 60] - truth[:, 72], axis=-1)
+    expected = np.linalg.norm(arrays["predictions"] - truth, axis=-1).mean(-1) / iod
+    per_face = np.array([entry["nme"] for entry in results["per_face"]])
+    np.testing.assert_allclose(per_face, expected)
+    assert [entry["index"] for entry in results["per_face"]] == list(range(8))
+    pose = np.array(results["subsets"]["pose"])
+    assert results["table"]["model"]["pose"]["nme"] == pytest.approx(100 * per_face[pose].mean())
+    assert len(results["per_landmark_nme"]) == 98
+    assert len(results["ced"]["thresholds"]) == len(results["ced"]["test"]) == 1001
+
+    # Every face has the template shape, so the mean-shape baseline is exact here (to the 6 decimals
+    # of the annotation file).
+    assert results["table"]["baseline"]["test"]["nme"] == pytest.approx(0.0, abs=1e-4)  # percent
+
+    prov = results["provenance"]
+    assert prov["decoder"] == "standard" and prov["flip_test"] is True and prov["precision"] == "fp32"
+    assert prov["model"]["input_size"] == 64 and len(prov["checkpoint_sha256"]) == 16
+    assert prov["command"].startswith("python -m hrnet_lib evaluate --checkpoint")
+    assert out.with_name("results_ced.png").stat().st_size > 1000
+    header = next(line for line in printed.splitlines() if line.startswith("| WFLW |"))
+    assert header == "| WFLW | test | pose | illumination | occlusion | blur | makeup | expression |"
+    assert (
+        "| published HRNetV2-W18 (mmpose): NME (%) | 4.06 | 6.97 | 3.99 | 4.83 | 4.58 | 3.94 | 4.33 |"
+        in printed
+    )
+
+
+def test_evaluate_flip_and_decoder_options_change_the_run(dataset: Path, checkpoint: Path) -> None:
+    plain, arrays = report.evaluate(
+        checkpoint, dataset, flip=False, decoder="dark", progress=False, device="cpu"
+    )
+    flipped, flipped_arrays = report.evaluate(checkpoint, dataset, progress=False, device="cpu")
+    assert plain["provenance"]["decoder"] == "dark" and plain["provenance"]["flip_test"] is False
+    assert not np.allclose(arrays["predictions"], flipped_arrays["predictions"])
+
+
+class OracleHeatmaps(nn.Module):
+    """Ignores the image: heatmap k peaks at the integer position peaks[k] with equal neighbours, so the
+    standard decoder returns exactly peaks[k]."""
+
+    def __init__(self, peaks: np.ndarray, size: int) -> None:
+        super().__init__()
+        maps = torch.zeros(len(peaks), size, size)
+        for k, (x, y) in enumerate(peaks):
+            maps[k, y, x] = 1.0
+            maps[k, y, x - 1] = maps[k, y, x + 1] = maps[k, y - 1, x] = maps[k, y + 1, x] = 0.5
+        self.register_buffer("maps", maps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps.expand(len(x), -1, -1, -1).clone()
+
+
+def test_predictions_map_back_through_the_crop(dataset: Path) -> None:
+    faces = load_split(dataset, "test")
+    peaks = np.random.default_rng(0).integers(2, 14, size=(98, 2))
+    model = OracleHeatmaps(peaks, 16)
+    pred = report.predict_faces(
+        model, faces, dataset / IMAGE_DIR, 64, 16, flip=False, batch_size=5, progress=False
+    )
+    for face, points in zip(faces, pred, strict=True):
+        low, high = face.landmarks.min(0), face.landmarks.max(0)
+        centre, side = (low + high) / 2, (high - low).max() * 1.25
+        # heatmap px -> input px (x4) -> image px: centre + (input - 32) * side / 64
+        np.testing.assert_allclose(points, centre + (4 * peaks - 32) * side / 64, atol=1e-6)
+
+
+def test_official_crops_from_mmpose_json(wflw_mini: Path) -> None:
+    faces = load_split(wflw_mini, "test")
+    official = report.with_official_crops(faces, wflw_mini / "mmpose_json" / report.TEST_JSON)
+    assert [f.image for f in official] == [f.image for f in faces]
+    # Values of the fixture's json (centre, and side = 200 x scale before padding).
+    np.testing.assert_allclose(official[0].center, [482.5, 164.5])
+    np.testing.assert_allclose(official[0].scale, [85.0, 85.0])
+    moved = [dataclasses.replace(faces[0], landmarks=faces[0].landmarks + 1.0)]
+    with pytest.raises(ValueError, match="no face in .* with this image and these landmarks"):
+        report.with_official_crops(moved, wflw_mini / "mmpose_json" / report.TEST_JSON)
+
+
+def test_evaluate_real_faces_with_official_crops(wflw_mini: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mini.json"
+    argv = ["--checkpoint", str(checkpoint), "--data-root", str(wflw_mini), "--out", str(out), "--quiet"]
+    assert report.main([*argv, "--annotations", str(wflw_mini / "mmpose_json"), "--workers", "0"]) == 0
+    results = json.loads(out.read_text())
+    assert results["table"]["model"]["test"]["faces"] == 4
+    assert all(results["table"]["model"][name]["faces"] == 0 for name in ATTRIBUTES)  # fixture has no flags
+    assert "mmpose_json" in results["provenance"]["annotations"]
+
+
+def test_missing_checkpoint_is_a_clear_error(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "nope.pt"
+    argv = ["--checkpoint", str(missing), "--data-root", str(dataset), "--out", str(tmp_path / "r.json")]
+    assert report.main(argv) == 1
+    assert f"weights file not found: {missing}" in capsys.readouterr().err
+
+
+def test_checkpoint_without_trained_head_is_refused(tmp_path: Path) -> None:
+    model = build_model("hrnetv2_w18", num_keypoints=98)  # a file without config: the published model
+    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    path = tmp_path / "backbone.pt"
+    torch.save(backbone, path)
+    with pytest.raises(ValueError, match="not a trained landmark model"):
+        report.load_model(path)
+
+
+def test_mismatched_weights_are_a_clear_error(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = build_model("hrnetv2_w18_small_v2", num_keypoints=98).state_dict()
+    config = {"model": "hrnetv2_w18", "input_size": 64, "heatmap_size": 16}  # not the weights' model
+    path = tmp_path / "wrong.pt"
+    torch.save({"model": state, "config": config}, path)
+    argv = ["--checkpoint", str(path), "--data-root", str(dataset), "--out", str(tmp_path / "r.json")]
+    assert report.main(argv) == 1
+    assert str(path) in capsys.readouterr().err
+
+
+def test_format_table_rows_and_columns() -> None:
+    cells = {
+        name: {"faces": 10 + i, "nme": 1.0 + i, "fr": 0.5 * i, "auc": 0.5 + i / 100}
+        for i, name in enumerate(report.COLUMNS)
+    }
+    empty = {**cells, "makeup": {"faces": 0, "nme": None, "fr": None, "auc": None}}
+    text = report.format_table({"table": {"title": "best.pt", "model": cells, "baseline": empty}})
+    lines = text.splitlines()
+    assert lines[0] == "| WFLW | " + " | ".join(report.COLUMNS) + " |"
+    assert lines[2] == "| best.pt: NME (%) | 1.00 | 2.00 | 3.00 | 4.00 | 5.00 | 6.00 | 7.00 |"
+    assert lines[3] == "| FR@10% (%) | 0.00 | 0.50 | 1.00 | 1.50 | 2.00 | 2.50 | 3.00 |"
+    assert lines[4] == "| AUC@10% | 0.5000 | 0.5100 | 0.5200 | 0.5300 | 0.5400 | 0.5500 | 0.5600 |"
+    assert lines[5] == "| mean-shape baseline: NME (%) | 1.00 | 2.00 | 3.00 | 4.00 | 5.00 | - | 7.00 |"
+    assert lines[-1] == "| faces | 10 | 11 | 12 | 13 | 14 | 15 | 16 |"
+
+
+def test_mmpose_checkpoint_gets_the_published_model(tmp_path: Path) -> None:
+    from hrnet_lib.model.weights import to_mmpose_state_dict
+
+    torch.manual_seed(1)
+    model = build_model("hrnetv2_w18", num_keypoints=98).eval()
+    for module in model.modules():  # non-trivial BN statistics and head, so a wrong load would show
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "hrnetv2_w18_wflw_256x256.pth"
+    meta = {"epoch": 60, "mmpose_version": "0.11.0", "config": "model = dict(...)"}
+    torch.save({"state_dict": to_mmpose_state_dict(model.state_dict(), version=0), "meta": meta}, path)
+    loaded, config = report.load_model(path)
+    assert config["model"] == "hrnetv2_w18" and config["input_size"] == 256 and config["heatmap_size"] == 64
+    assert config["weights_layout"].startswith("mmpose")
+    images = torch.randn(1, 3, 256, 256)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.eval()(images), model(images))
