@@ -1,0 +1,472 @@
+"""WFLW samples (crop, augment, normalise, heatmap targets), the DataLoader factory and a face-crop cache.
+
+A sample is the mmpose top-down pipeline for one face: crop box from the landmarks (padded 1.25), optional
+flip, scale and rotation about the crop centre, cv2 `warpAffine` (bilinear, zero border) to the input size,
+ImageNet normalisation, and Gaussian heatmap targets. Augmentation for (seed, epoch, index) is drawn from its
+own RNG, so a sample does not depend on worker count or order and training can resume exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from hrnet_lib.data.targets import encode_heatmaps
+from hrnet_lib.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    compose_affine,
+    face_box,
+    flip_landmarks,
+    flip_matrix,
+    invert_affine,
+    random_augment,
+    transform_points,
+    warp_matrix,
+)
+
+if TYPE_CHECKING:
+    from hrnet_lib.data.wflw import Face
+
+CACHE_VERSION = 1
+_MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+_INV_STD = 1.0 / np.array(IMAGENET_STD, dtype=np.float32)
+
+
+def crop_box(face: Face, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+    """Padded crop centre (2,) and scale (2,) in image pixels.
+
+    The official mmpose values when the face has them (read from mmpose json), else the square box around the
+    landmarks' extent.
+    """
+    if face.center is not None and face.scale is not None:
+        center = np.asarray(face.center, dtype=np.float64)
+        scale = np.asarray(face.scale, dtype=np.float64) * padding
+        return center, np.broadcast_to(scale, (2,)).copy()
+    return face_box(face.landmarks, padding)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """Independent generator for one sample of one epoch."""
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+def read_image(path: Path, source: str = "") -> np.ndarray:
+    """Read an image as BGR uint8 (H, W, 3); an error naming the file and annotation line if unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        where = f" (face from {source})" if source else ""
+        raise FileNotFoundError(f"{path}: cannot read image{where}")
+    return image
+
+
+def faces_digest(faces: list[Face]) -> str:
+    """SHA-256 of the faces' image paths, landmarks and official crop boxes (identifies a cache's faces)."""
+    digest = hashlib.sha256()
+    for face in faces:
+        digest.update(face.image.encode())
+        digest.update(np.ascontiguousarray(face.landmarks, dtype=np.float64).tobytes())
+        for extra in (face.center, face.scale):
+            digest.update(b"-" if extra is None else np.asarray(extra, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def cache_side(input_size: int, max_scale: float = 1.25, margin: int = 2) -> int:
+    """Side in pixels of a cached crop: covers any rotation of a crop up to `max_scale` times the padded box,
+    resampled so the padded box is `input_size` pixels, plus a margin for bilinear interpolation."""
+    half = 0.5 * max_scale * math.sqrt(2.0) * input_size
+    return 2 * (math.ceil(half) + margin)
+
+
+class FaceCropCache:
+    """On-disk cache of padded face crops, so each large source image is decoded once, not once per sample.
+
+    Files in `directory`: `crops.npy` (N, C, C, 3) uint8 RGB, read as a memmap, and `meta.json` with the
+    per-face affine image -> cache, the source image sizes and a key (faces, image files, settings). Reused
+    when the key matches, rebuilt (with a progress bar, atomically) when not.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        faces: list[Face],
+        image_root: Path | str,
+        input_size: int = 256,
+        padding: float = 1.25,
+        max_scale: float = 1.25,
+        progress: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.input_size = int(input_size)
+        self.padding = float(padding)
+        self.max_scale = float(max_scale)
+        self.size = cache_side(self.input_size, self.max_scale)
+        self.faces_digest = faces_digest(faces)
+        image_root = Path(image_root)
+        self.key = self._key(faces, image_root)
+        self.built = False
+        meta = self._read_meta()
+        if meta is None or meta.get("key") != self.key:
+            self._build(faces, image_root, progress)
+            self.built = True
+            meta = self._read_meta()
+            assert meta is not None
+        self.affines = np.asarray(meta["affines"], dtype=np.float64).reshape(-1, 2, 3)
+        self.image_sizes = np.asarray(meta["image_sizes"], dtype=np.int64).reshape(-1, 2)
+        self._array: np.ndarray | None = None
+
+    @property
+    def crops_path(self) -> Path:
+        return self.directory / "crops.npy"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.directory / "meta.json"
+
+    def __len__(self) -> int:
+        return len(self.affines)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_array"] = None  # each worker opens its own memmap instead of receiving a pickled copy
+        return state
+
+    def crop(self, index: int) -> np.ndarray:
+        """Cached crop (C, C, 3) uint8 RGB of face `index` (a memmap view)."""
+        if self._array is None:
+            self._array = np.load(self.crops_path, mmap_mode="r")
+        return self._array[index]
+
+    def _key(self, faces: list[Face], image_root: Path) -> str:
+        digest = hashlib.sha256(self.faces_digest.encode())
+        settings = (CACHE_VERSION, self.input_size, self.padding, self.max_scale, self.size)
+        digest.update(repr(settings).encode())
+        for name in sorted({face.image for face in faces}):
+            path = image_root / name
+            stat = path.stat() if path.exists() else None
+            digest.update(
+                f"{name}:{stat.st_size if stat else -1}:{stat.st_mtime_ns if stat else -1}".encode()
+            )
+        return digest.hexdigest()
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        if not self.meta_path.exists() or not self.crops_path.exists():
+            return None
+        with open(self.meta_path) as f:
+            return json.load(f)
+
+    def _build(self, faces: list[Face], image_root: Path, progress: bool) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.meta_path.unlink(missing_ok=True)  # never leave a key pointing at half-written crops
+        side = self.size
+        by_image: dict[str, list[int]] = defaultdict(list)
+        for i, face in enumerate(faces):
+            by_image[face.image].append(i)
+        affines = np.zeros((len(faces), 2, 3))
+        image_sizes = np.zeros((len(faces), 2), dtype=np.int64)
+        tmp = self.directory / f"crops.npy.{os.getpid()}.tmp"
+        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(faces), side, side, 3))
+        try:
+            with tqdm(total=len(faces), desc="caching face crops", unit="face", disable=not progress) as bar:
+                for name, indices in by_image.items():
+                    image = read_image(image_root / name, faces[indices[0]].source)
+                    for i in indices:
+                        center, scale = crop_box(faces[i], self.padding)
+                        cover = scale[0] * side / self.input_size  # image pixels spanned by the cached crop
+                        affines[i] = warp_matrix(center, (cover, cover), 0.0, (side, side))
+                        patch = cv2.warpAffine(
+                            image,
+                            affines[i],
+                            (side, side),
+                            flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT,
+                        )
+                        crops[i] = patch[..., ::-1]
+                        image_sizes[i] = (image.shape[1], image.shape[0])
+                        bar.update(1)
+            crops.flush()
+            del crops
+            os.replace(tmp, self.crops_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        meta = {
+            "key": self.key,
+            "version": CACHE_VERSION,
+            "input_size": self.input_size,
+            "padding": self.padding,
+            "max_scale": self.max_scale,
+            "size": side,
+            "faces_digest": self.faces_digest,
+            "affines": affines.reshape(len(faces), 6).tolist(),
+            "image_sizes": image_sizes.tolist(),
+        }
+        tmp_meta = self.directory / f"meta.json.{os.getpid()}.tmp"
+        with open(tmp_meta, "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp_meta, self.meta_path)
+
+
+class WFLWDataset(Dataset):
+    """Face crops with heatmap targets, as mmpose's top-down WFLW pipeline.
+
+    Item keys: "image" float32 (3, S, S) ImageNet-normalised RGB; "heatmaps" float32 (K, h, h);
+    "target_weight" float32 (K,) (0 where the Gaussian patch is off the heatmap or the keypoint is outside the
+    input); "keypoints" float32 (K, 2) input pixels; "landmarks" float32 (K, 2) and "center" float32 (2,) in
+    source-image pixels (of the mirrored image when "flipped"); "scale" float32 (2,) padded crop side after
+    augmentation; "rotation" float32 (); "index" int64; "flipped" bool. Always
+    keypoints == transform_points(landmarks, warp_matrix(center, scale, rotation, (S, S))).
+    """
+
+    def __init__(
+        self,
+        faces: list[Face],
+        image_root: Path | str,
+        train: bool,
+        input_size: int = 256,
+        heatmap_size: int = 64,
+        sigma: float = 2.0,
+        augment: Augment | None = None,
+        cache: FaceCropCache | None = None,
+        seed: int = 0,
+        unbiased: bool = False,
+    ) -> None:
+        self.faces = list(faces)
+        self.image_root = Path(image_root)
+        self.train = bool(train)
+        self.input_size = int(input_size)
+        self.heatmap_size = int(heatmap_size)
+        self.sigma = float(sigma)
+        self.augment = (augment if augment is not None else Augment()) if self.train else None
+        self.cache = cache
+        self.seed = int(seed)
+        self.unbiased = bool(unbiased)
+        self.padding = 1.25
+        if cache is not None:
+            if cache.faces_digest != faces_digest(self.faces):
+                raise ValueError(
+                    f"face-crop cache {cache.directory} was built for other faces than this dataset"
+                )
+            max_scale = self.augment.scale_range[1] if self.augment else 1.0
+            if max_scale > cache.max_scale or cache.padding != self.padding:
+                raise ValueError(
+                    f"face-crop cache {cache.directory} covers scale <= {cache.max_scale} with padding "
+                    f"{cache.padding}; this dataset needs scale {max_scale} with padding {self.padding}"
+                )
+        # Shared memory, so set_epoch reaches persistent DataLoader workers too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of `epoch` (call before iterating the epoch's loader)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def augmentation(self, index: int) -> tuple[bool, float, float]:
+        """(flip, scale_factor, rotation_deg) of sample `index` this epoch; identity at test time."""
+        if self.augment is None:
+            return False, 1.0, 0.0
+        return random_augment(sample_rng(self.seed, self.epoch, index), self.augment)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        flip, scale_factor, rotation = self.augmentation(index)
+        return self.make_sample(index, flip, scale_factor, rotation)
+
+    def make_sample(self, index: int, flip: bool, scale_factor: float, rotation: float) -> dict[str, Any]:
+        """The sample of face `index` under explicit augmentation parameters."""
+        face = self.faces[index]
+        size = self.input_size
+        center, scale = crop_box(face, self.padding)
+        scale = scale * scale_factor
+        landmarks = np.asarray(face.landmarks, dtype=np.float64)
+        if self.cache is not None:
+            source = self.cache.crop(index)
+            width = int(self.cache.image_sizes[index][0])
+            source_to_image = invert_affine(self.cache.affines[index])
+        else:
+            source = read_image(self.image_root / face.image, face.source)
+            width = source.shape[1]
+            source_to_image = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        if flip:
+            landmarks = flip_landmarks(landmarks, width)
+            center = center.copy()
+            center[0] = width - 1 - center[0]
+            source_to_image = compose_affine(flip_matrix(width), source_to_image)
+        to_crop = warp_matrix(center, scale, rotation, (size, size))
+        crop = cv2.warpAffine(
+            source,
+            compose_affine(to_crop, source_to_image),
+            (size, size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        if self.cache is None:
+            crop = crop[..., ::-1]  # BGR -> RGB (the cache stores RGB already)
+        image = np.ascontiguousarray(crop.transpose(2, 0, 1)).astype(np.float32)
+        image -= _MEAN[:, None, None]
+        image *= _INV_STD[:, None, None]
+
+        keypoints = transform_points(landmarks, to_crop)
+        stride = size / self.heatmap_size
+        heatmaps, weights = encode_heatmaps(
+            keypoints / stride, (self.heatmap_size, self.heatmap_size), self.sigma, self.unbiased
+        )
+        inside = np.all((keypoints >= 0) & (keypoints < size), axis=1)
+        return {
+            "image": image,
+            "heatmaps": heatmaps,
+            "target_weight": weights * inside.astype(np.float32),
+            "keypoints": keypoints.astype(np.float32),
+            "landmarks": landmarks.astype(np.float32),
+            "center": center.astype(np.float32),
+            "scale": scale.astype(np.float32),
+            "rotation": np.float32(rotation),
+            "index": np.int64(index),
+            "flipped": flip,
+        }
+
+
+def _worker_init(worker_id: int) -> None:
+    cv2.setNumThreads(1)  # one thread per worker: parallelism comes from the workers
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    workers: int = 0,
+    distributed: bool = False,
+    seed: int = 0,
+) -> DataLoader:
+    """DataLoader for training (shuffled, incomplete last batch dropped) or evaluation (in order).
+
+    Always samples through a DistributedSampler (one replica when not distributed), so the shuffle order is a
+    function of (seed, epoch): call `set_loader_epoch(loader, epoch)` before each epoch. Workers start from a
+    fork server, not a fork of this process: forking a process whose OpenCV/OpenMP thread pools are running
+    can leave a worker deadlocked.
+    """
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
+    else:
+        sampler = DistributedSampler(
+            dataset, num_replicas=1, rank=0, shuffle=train, seed=seed, drop_last=train
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=train,
+        **worker_options(workers),
+    )
+
+
+def worker_options(workers: int) -> dict[str, Any]:
+    """DataLoader keyword arguments for `workers` worker processes: persistent, started from a fork server
+    (where the platform has one), OpenCV single-threaded in each. Use them for any loader of WFLWDataset."""
+    if workers <= 0:
+        return {"num_workers": 0}
+    methods = multiprocessing.get_all_start_methods()
+    return {
+        "num_workers": workers,
+        "persistent_workers": True,
+        "worker_init_fn": _worker_init,
+        "multiprocessing_context": "forkserver" if "forkserver" in methods else None,
+    }
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Set the epoch of the loader's sampler (shuffle order) and dataset (augmentation draws)."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
+def bench_loader(
+    source: Path | str | list[Face],
+    n: int = 200,
+    cache: bool = False,
+    image_root: Path | str | None = None,
+    split: str = "train",
+    cache_dir: Path | str | None = None,
+    train: bool = True,
+    input_size: int = 256,
+) -> dict[str, Any]:
+    """Samples per second of one process (what each DataLoader worker delivers), with or without the cache.
+
+    `source` is a WFLW root (faces of `split` are read with the reader) or a face list with `image_root`.
+    Cache building is timed separately ("cache_build_s"); a temporary cache directory is used if none given.
+    OpenCV runs single-threaded during the measurement, as in a DataLoader worker.
+    """
+    if isinstance(source, (str, Path)):
+        from hrnet_lib.data.wflw import IMAGE_DIR, load_split
+
+        root = Path(source)
+        faces = load_split(root, split, check_images=False)
+        image_root = root / IMAGE_DIR
+    else:
+        faces = list(source)
+        if image_root is None:
+            raise ValueError("bench_loader: image_root is required when passing a face list")
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as in a DataLoader worker (see _worker_init)
+    try:
+        return _bench(faces, Path(image_root), n, cache, cache_dir, train, input_size)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _bench(
+    faces: list[Face],
+    image_root: Path,
+    n: int,
+    cache: bool,
+    cache_dir: Path | str | None,
+    train: bool,
+    input_size: int,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        crop_cache = None
+        build_s = None
+        if cache:
+            start = time.perf_counter()
+            crop_cache = FaceCropCache(cache_dir or tmp, faces, image_root, input_size, progress=False)
+            build_s = time.perf_counter() - start
+        dataset = WFLWDataset(faces, image_root, train=train, input_size=input_size, cache=crop_cache)
+        for i in range(min(3, len(dataset))):  # warm-up: imports, first memmap open
+            dataset[i]
+        start = time.perf_counter()
+        for i in range(n):
+            dataset.set_epoch(i // len(dataset))
+            dataset[i % len(dataset)]
+        seconds = time.perf_counter() - start
+    return {
+        "cache": cache,
+        "train": train,
+        "faces": len(faces),
+        "samples": n,
+        "seconds": seconds,
+        "samples_per_s": n / seconds,
+        "cache_build_s": build_s,
+    }

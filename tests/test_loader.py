@@ -1,0 +1,290 @@
+"""WFLWDataset samples, deterministic augmentation, the DataLoader factory and the face-crop cache."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hrnet_lib.data.loader import FaceCropCache, WFLWDataset, build_loader, set_loader_epoch
+from hrnet_lib.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    compose_affine,
+    flip_matrix,
+    flip_permutation,
+    transform_points,
+    warp_matrix,
+)
+from hrnet_lib.data.wflw import Face
+
+S = 256
+
+
+def _face(image: str, landmarks: np.ndarray, **extra: np.ndarray) -> Face:
+    low, high = landmarks.min(axis=0), landmarks.max(axis=0)
+    return Face(
+        image=image, landmarks=landmarks, box=np.concatenate([low, high]), source=f"test:{image}", **extra
+    )
+
+
+def _rgb(sample: dict) -> np.ndarray:
+    """Un-normalised (S, S, 3) RGB, 0..255."""
+    return sample["image"].transpose(1, 2, 0) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+
+
+@pytest.fixture(scope="module")
+def dots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Face]]:
+    """A PNG with one red dot per landmark, brightness 50 + 2 k encoding the landmark index k."""
+    root = tmp_path_factory.mktemp("dots")
+    (root / "e").mkdir()
+    ys, xs = np.meshgrid(np.arange(14), np.arange(7), indexing="ij")
+    landmarks = np.stack([260.0 + 12 * xs.ravel(), 150.0 + 12 * ys.ravel()], axis=1)
+    image = np.zeros((480, 640, 3), np.uint8)
+    for k, (x, y) in enumerate(landmarks):
+        cv2.circle(image, (int(x), int(y)), 3, (0, 0, 50 + 2 * k), -1)  # BGR: red only
+    cv2.imwrite(str(root / "e" / "dots.png"), image)
+    faces = [_face("e/dots.png", landmarks.copy()) for _ in range(10)]
+    return root, faces
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Face]]:
+    """A 1024x768 smooth-textured JPEG with faces of several sizes, one at the image border."""
+    root = tmp_path_factory.mktemp("textured")
+    (root / "e").mkdir()
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.uniform(0, 255, (768, 1024, 3)).astype(np.float32), (0, 0), 4)
+    image = (image - image.mean()) * 8 + 128
+    for _ in range(12):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        center = tuple(int(c) for c in rng.integers(0, 1024, 2))
+        cv2.circle(image, center, int(rng.integers(10, 80)), color, -1)
+    image = cv2.GaussianBlur(np.clip(image, 0, 255), (0, 0), 1.5).astype(np.uint8)
+    cv2.imwrite(str(root / "e" / "scene.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    faces = []
+    for (cx, cy), size in [((300, 300), 80), ((620, 380), 200), ((520, 420), 420), ((40, 700), 150)]:
+        grid = np.stack(np.meshgrid(np.linspace(-0.5, 0.5, 7), np.linspace(-0.5, 0.5, 14)), -1).reshape(-1, 2)
+        landmarks = np.array([cx, cy]) + size * (grid + rng.normal(0, 0.02, grid.shape))
+        faces.append(_face("e/scene.jpg", landmarks))
+    return root, faces
+
+
+def test_test_sample_shapes_normalisation_and_dots(dots: tuple[Path, list[Face]]) -> None:
+    root, faces = dots
+    dataset = WFLWDataset(faces, root, train=False)
+    sample = dataset[3]
+    expected = {
+        "image": (3, S, S),
+        "heatmaps": (98, 64, 64),
+        "target_weight": (98,),
+        "keypoints": (98, 2),
+        "landmarks": (98, 2),
+        "center": (2,),
+        "scale": (2,),
+        "rotation": (),
+    }
+    for key, shape in expected.items():
+        assert sample[key].shape == shape, key
+        assert sample[key].dtype == np.float32, key
+    assert sample["index"] == 3 and sample["index"].dtype == np.int64
+    assert not sample["flipped"]
+    # crop box: landmark extent 72 x 156 -> square side 156 * 1.25, centred on the extent
+    np.testing.assert_allclose(sample["center"], [296, 228])
+    np.testing.assert_allclose(sample["scale"], [195, 195])
+    assert sample["rotation"] == 0
+    np.testing.assert_allclose(
+        sample["keypoints"], (faces[3].landmarks - [296, 228]) * S / 195 + 128, atol=1e-4
+    )
+    rgb = _rgb(sample)
+    assert rgb.min() > -0.5 and rgb.max() < 255.5
+    # background black: ImageNet-normalised zero
+    np.testing.assert_allclose(
+        sample["image"][:, 0, 0], -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD), 1e-5
+    )
+    for k, (x, y) in enumerate(np.round(sample["keypoints"]).astype(int)):
+        assert abs(rgb[y, x, 0] - (50 + 2 * k)) < 2, k  # red channel carries the dot (BGR -> RGB done)
+        assert rgb[y, x, 1] < 1 and rgb[y, x, 2] < 1
+    peaks = sample["heatmaps"].reshape(98, -1).argmax(axis=1)
+    np.testing.assert_array_equal(
+        np.stack([peaks % 64, peaks // 64], 1), np.trunc(sample["keypoints"] / 4 + 0.5)
+    )
+    np.testing.assert_array_equal(sample["target_weight"], np.ones(98))
+
+
+def test_official_center_scale_used_when_present(dots: tuple[Path, list[Face]]) -> None:
+    root, faces = dots
+    face = _face(
+        "e/dots.png", faces[0].landmarks, center=np.array([300.5, 230.0]), scale=np.array([160.0, 160.0])
+    )
+    sample = WFLWDataset([face], root, train=False)[0]
+    np.testing.assert_allclose(sample["center"], [300.5, 230.0])
+    np.testing.assert_allclose(sample["scale"], [200.0, 200.0])
+
+
+@pytest.mark.parametrize(
+    "flip,scale,rotation", [(True, 1.0, 0.0), (True, 1.2, 35.0), (False, 1.05, -50.0), (False, 0.85, 0.0)]
+)
+def test_augmented_sample_keeps_landmarks_on_dots(
+    dots: tuple[Path, list[Face]], flip: bool, scale: float, rotation: float
+) -> None:
+    root, faces = dots
+    dataset = WFLWDataset(faces, root, train=True)
+    sample = dataset.make_sample(0, flip, scale, rotation)
+    assert bool(sample["flipped"]) == flip
+    assert sample["rotation"] == np.float32(rotation)
+    np.testing.assert_allclose(sample["scale"], [195 * scale] * 2, rtol=1e-6)
+    owner = flip_permutation() if flip else np.arange(98)  # after a flip, slot k holds original point perm[k]
+    rgb = _rgb(sample)
+    for k, (x, y) in enumerate(np.round(sample["keypoints"]).astype(int)):
+        assert abs(rgb[y, x, 0] - (50 + 2 * owner[k])) < 3, k
+    matrix = warp_matrix(sample["center"], sample["scale"], float(sample["rotation"]), (S, S))
+    np.testing.assert_allclose(transform_points(sample["landmarks"], matrix), sample["keypoints"], atol=1e-3)
+
+
+def test_keypoints_outside_input_get_zero_weight(dots: tuple[Path, list[Face]]) -> None:
+    root, faces = dots
+    landmarks = faces[0].landmarks.copy()
+    landmarks[5] = [100.0, 100.0]  # far from the others: outside the crop of a box that ignores it
+    face = _face("e/dots.png", landmarks, center=np.array([296.0, 228.0]), scale=np.array([156.0, 156.0]))
+    sample = WFLWDataset([face], root, train=False)[0]
+    assert sample["keypoints"][5].min() < 0
+    assert sample["target_weight"][5] == 0
+    assert np.all(np.delete(sample["target_weight"], 5) == 1)
+
+
+def test_augmentation_is_deterministic_per_seed_epoch_index(dots: tuple[Path, list[Face]]) -> None:
+    root, faces = dots
+    dataset = WFLWDataset(faces, root, train=True, seed=7)
+    dataset.set_epoch(3)
+    first = dataset[4]
+    draws3 = [dataset.augmentation(i) for i in range(10)]
+    dataset.set_epoch(5)
+    draws5 = [dataset.augmentation(i) for i in range(10)]
+    dataset.set_epoch(3)
+    again = dataset[4]
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+    assert draws3 == [dataset.augmentation(i) for i in range(10)]
+    assert draws3 != draws5
+    other_seed = WFLWDataset(faces, root, train=True, seed=8)
+    other_seed.set_epoch(3)
+    assert draws3 != [other_seed.augmentation(i) for i in range(10)]
+    test_set = WFLWDataset(faces, root, train=False)
+    assert all(test_set.augmentation(i) == (False, 1.0, 0.0) for i in range(10))
+
+
+def _collect(loader: torch.utils.data.DataLoader) -> list[tuple[int, bool, float, float]]:
+    rows = []
+    for batch in loader:
+        for i in range(len(batch["index"])):
+            rows.append(
+                (
+                    int(batch["index"][i]),
+                    bool(batch["flipped"][i]),
+                    round(float(batch["scale"][i, 0]), 3),
+                    round(float(batch["rotation"][i]), 3),
+                )
+            )
+    return rows
+
+
+def test_loader_independent_of_workers_and_follows_epoch(dots: tuple[Path, list[Face]]) -> None:
+    root, faces = dots
+    dataset = WFLWDataset(faces, root, train=True, seed=1)
+    single = build_loader(dataset, batch_size=4, train=True, workers=0, seed=1)
+    multi = build_loader(dataset, batch_size=4, train=True, workers=2, seed=1)
+    assert multi.persistent_workers and not single.persistent_workers
+    seen = []
+    for epoch in (0, 1):
+        set_loader_epoch(single, epoch)
+        rows = _collect(single)
+        set_loader_epoch(multi, epoch)
+        assert _collect(multi) == rows  # persistent workers see the new epoch
+        assert len(rows) == 8  # 10 faces, batches of 4, incomplete batch dropped
+        expected = [
+            (i, flip, round(195 * scale, 3), round(rotation, 3))
+            for i, (flip, scale, rotation) in ((i, dataset.augmentation(i)) for i, *_ in rows)
+        ]
+        np.testing.assert_allclose(np.array(rows, dtype=float), np.array(expected, dtype=float), atol=2e-3)
+        seen.append(rows)
+    assert seen[0] != seen[1]
+    test_loader = build_loader(WFLWDataset(faces, root, train=False), batch_size=4, train=False)
+    assert [row[0] for row in _collect(test_loader)] == list(range(10))
+
+
+def _valid_mask(sample: dict, image_size: tuple[int, int], margin: float = 3.0) -> np.ndarray:
+    """Crop pixels whose source point lies at least `margin` px inside the image (zero border elsewhere)."""
+    width, height = image_size
+    matrix = warp_matrix(sample["center"], sample["scale"], float(sample["rotation"]), (S, S))
+    if sample["flipped"]:
+        matrix = compose_affine(matrix, flip_matrix(width))
+    ys, xs = np.mgrid[:S, :S]
+    grid = np.stack([xs, ys], -1).astype(np.float64)
+    source = transform_points(grid, cv2.invertAffineTransform(matrix))
+    return np.all((source >= margin) & (source <= np.array([width, height]) - 1 - margin), axis=-1)
+
+
+def test_cache_matches_uncached(textured: tuple[Path, list[Face]], tmp_path: Path) -> None:
+    root, faces = textured
+    cache = FaceCropCache(tmp_path / "cache", faces, root, progress=False)
+    assert cache.built and len(cache) == 4
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["crops.npy", "meta.json"]
+    plain = WFLWDataset(faces, root, train=True)
+    cached = WFLWDataset(faces, root, train=True, cache=cache)
+    params = [
+        (False, 1.0, 0.0),
+        (True, 1.25, 0.0),
+        (False, 0.75, 45.0),
+        (True, 1.25, -60.0),
+        (True, 1.1, 170.0),
+    ]
+    for index in range(len(faces)):
+        for flip, scale, rotation in params:
+            a = plain.make_sample(index, flip, scale, rotation)
+            b = cached.make_sample(index, flip, scale, rotation)
+            for key in ("heatmaps", "target_weight", "keypoints", "landmarks", "center", "scale"):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+            mask = _valid_mask(a, (1024, 768))
+            assert mask.mean() > 0.3
+            diff = np.abs(_rgb(a) - _rgb(b))[mask]
+            assert diff.mean() < 3, (index, flip, scale, rotation, diff.mean())
+            assert np.percentile(diff, 99) < 25
+    # the dataset's own augmentation path agrees too
+    plain.set_epoch(2)
+    cached.set_epoch(2)
+    np.testing.assert_array_equal(plain[1]["heatmaps"], cached[1]["heatmaps"])
+
+
+def test_cache_reused_rebuilt_and_checked(textured: tuple[Path, list[Face]], tmp_path: Path) -> None:
+    root, faces = textured
+    directory = tmp_path / "cache"
+    first = FaceCropCache(directory, faces, root, progress=False)
+    again = FaceCropCache(directory, faces, root, progress=False)
+    assert first.built and not again.built and again.key == first.key
+    np.testing.assert_array_equal(again.crop(2), first.crop(2))
+    restored = pickle.loads(pickle.dumps(again))  # what a spawned worker receives: no array copy
+    assert restored._array is None
+    np.testing.assert_array_equal(restored.crop(2), first.crop(2))
+    fewer = FaceCropCache(directory, faces[:2], root, progress=False)
+    assert fewer.built and len(fewer) == 2 and fewer.key != first.key
+    with pytest.raises(ValueError, match="other faces"):
+        WFLWDataset(faces, root, train=False, cache=fewer)
+    with pytest.raises(ValueError, match="scale"):
+        WFLWDataset(faces[:2], root, train=True, cache=fewer, augment=Augment(scale_range=(0.5, 1.5)))
+    smaller = FaceCropCache(directory, faces[:2], root, input_size=128, progress=False)
+    assert smaller.built and smaller.crop(0).shape == (smaller.size, smaller.size, 3)
+    assert smaller.size < fewer.size
+
+
+def test_missing_image_is_a_clear_error(tmp_path: Path) -> None:
+    face = _face("e/missing.jpg", np.random.default_rng(0).uniform(0, 100, (98, 2)))
+    with pytest.raises(FileNotFoundError, match=r"missing\.jpg.*test:e/missing\.jpg"):
+        WFLWDataset([face], tmp_path, train=False)[0]
+    with pytest.raises(FileNotFoundError, match=r"missing\.jpg"):
+        FaceCropCache(tmp_path / "cache", [face], tmp_path, progress=False)
