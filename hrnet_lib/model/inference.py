@@ -1,0 +1,256 @@
+"""Inference copies, model summary and forward-speed measurement.
+
+`optimize_for_inference` folds every BatchNorm into the convolution before it (BN in eval mode is an
+affine map per channel, so the fold is exact up to rounding), switches to channels_last memory format
+(faster oneDNN / cuDNN convolutions on both CPU and GPU, measured) and, on CUDA, compiles the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.flop_counter import FlopCounterMode
+
+from hrnet_lib.model.hrnet import HRNet, build_model
+
+
+def fuse_conv_bn(module: nn.Module) -> int:
+    """Fold BatchNorm layers into the preceding conv in place (module must be in eval mode).
+
+    Pairs are found by the layout this package uses: consecutive (Conv2d, BatchNorm2d) entries of a
+    Sequential, and attributes named convN / bnN of the same module. The BN is replaced by Identity.
+    Returns the number of folded pairs.
+    """
+    if module.training:
+        raise ValueError("fuse_conv_bn needs a module in eval mode (BN running statistics are folded)")
+    count = 0
+    for child in module.children():
+        count += fuse_conv_bn(child)
+    if isinstance(module, nn.Sequential):
+        for i in range(len(module) - 1):
+            conv, bn = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+                count += 1
+    for name, conv in list(module.named_children()):
+        if name.startswith("conv") and isinstance(conv, nn.Conv2d):
+            bn = getattr(module, "bn" + name[4:], None)
+            if isinstance(bn, nn.BatchNorm2d):
+                setattr(module, name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, "bn" + name[4:], nn.Identity())
+                count += 1
+    return count
+
+
+class InferenceModel(nn.Module):
+    """Wraps an optimised copy: feeds it input in its memory format, returns contiguous heatmaps."""
+
+    def __init__(self, model: nn.Module, channels_last: bool, compiled: bool):
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        self.compiled = compiled
+        self._forward = torch.compile(model) if compiled else model
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._forward(x).contiguous()
+
+
+def optimize_for_inference(
+    model: nn.Module, channels_last: bool | None = None, compile: bool | None = None
+) -> InferenceModel:
+    """A new, eval-mode copy of `model` for the fastest inference on the model's device.
+
+    conv+BN fused always; channels_last by default (measured on a 2-core CPU, W18 at 256x256: NCHW
+    unfused 7.0 images/s, fused 7.4-7.9, fused + channels_last 12.0-12.7 at batch 1 and 8, ~1.8x; on GPU
+    channels_last suits cuDNN's tensor-core kernels);
+    torch.compile by default on CUDA only (CPU compilation takes minutes to warm up). Outputs equal the
+    original model's in eval mode within 1e-4 relative. `model` itself is not changed.
+    """
+    device = next(model.parameters()).device
+    fast = copy.deepcopy(model).eval()
+    fuse_conv_bn(fast)
+    channels_last = True if channels_last is None else channels_last
+    compile = device.type == "cuda" if compile is None else compile
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return InferenceModel(fast, channels_last=channels_last, compiled=compile).eval()
+
+
+STAGES = ("stem", "stage1", "transition1", "stage2", "transition2", "stage3", "transition3", "stage4", "head")
+_STAGE_MODULES = {
+    "stem": ("conv1", "bn1", "conv2", "bn2"),
+    "stage1": ("layer1",),
+    "head": ("head",),
+    **{f"transition{i}": (f"transition{i}",) for i in (1, 2, 3)},
+    **{f"stage{i}": (f"stage{i}",) for i in (2, 3, 4)},
+}
+
+
+def model_summary(model: HRNet, input_size: int = 256) -> dict[str, Any]:
+    """Parameters, FLOPs and feature-map shapes per stage for one (1, 3, S, S) image.
+
+    FLOPs are counted by torch.utils.flop_counter.FlopCounterMode, which counts a multiply-add as 2
+    FLOPs (convolutions and matmuls only). Papers, the HRNet one included ("4.3 GFLOPs" for W18 at 256),
+    quote multiply-adds, so `gmacs` = FLOPs / 2 is the number to compare with them.
+    Returns {"params": {stage: n, ..., "total": n}, "flops": {...}, "gmacs": {...}, "shapes": {stage:
+    [per-branch (C, H, W)]}, "input_size": S, "output_shape": (K, h, w)}.
+    """
+    params = {
+        stage: sum(p.numel() for name in names for p in getattr(model, name).parameters())
+        for stage, names in _STAGE_MODULES.items()
+    }
+    params["total"] = sum(p.numel() for p in model.parameters())
+
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+
+    def record(stage: str):
+        def hook(_module: nn.Module, _inputs: Any, output: Tensor | list[Tensor]) -> None:
+            outs = output if isinstance(output, (list, tuple)) else [output]
+            shapes[stage] = [tuple(o.shape[1:]) for o in outs]
+
+        return hook
+
+    hooks = [
+        getattr(model, names[-1]).register_forward_hook(record(stage))
+        for stage, names in _STAGE_MODULES.items()
+    ]
+    hooks.append(model.head.register_forward_pre_hook(lambda _m, inputs: record("concat")(_m, (), inputs[0])))
+    was_training = model.training
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    try:
+        model.eval()
+        with torch.no_grad(), counter:
+            out = model(torch.zeros(1, 3, input_size, input_size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+    by_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    root = type(model).__name__
+    flops = {
+        stage: sum(_flops_under(by_module, f"{root}.{n}") for n in names)
+        for stage, names in _STAGE_MODULES.items()
+    }
+    flops["total"] = int(by_module.get("Global", 0))
+    flops["other"] = flops["total"] - sum(flops[s] for s in STAGES)
+    return {
+        "input_size": input_size,
+        "output_shape": tuple(out.shape[1:]),
+        "params": params,
+        "flops": flops,
+        "gmacs": {k: v / 2e9 for k, v in flops.items()},
+        "shapes": shapes,
+    }
+
+
+def _flops_under(by_module: dict[str, int], prefix: str) -> int:
+    """FLOPs of module `prefix`, or of its called children if it was never called itself (a ModuleList)."""
+    if prefix in by_module:
+        return int(by_module[prefix])
+    children = [k for k in by_module if k.startswith(prefix + ".")]
+    top = [k for k in children if not any(k.startswith(c + ".") for c in children)]
+    return int(sum(by_module[k] for k in top))
+
+
+def calibrate_batchnorm(model: nn.Module, images: Tensor) -> nn.Module:
+    """Set BN running statistics to those of `images` (one train-mode pass, cumulative average).
+
+    A freshly initialised HRNet (conv weights N(0, 0.001)) with default BN statistics shrinks activations
+    by ~40x per conv in eval mode, until they become denormal floats, which are 10-100x slower on CPU.
+    Trained weights never look like that, so speed measurements use calibrated statistics.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    return model.eval()
+
+
+def _time_variants(
+    variants: dict[str, tuple[nn.Module, Tensor]], iters: int, sync: bool
+) -> dict[str, list[float]]:
+    """Seconds per forward for each variant, interleaved so that background load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.inference_mode():
+        for fn, x in variants.values():
+            for _ in range(2):
+                fn(x)
+        if sync:
+            torch.cuda.synchronize()
+        for _ in range(iters):
+            for name, (fn, x) in variants.items():
+                start = time.perf_counter()
+                fn(x)
+                if sync:
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def bench_forward(
+    batch_sizes: tuple[int, ...] = (1, 8),
+    device: str = "cpu",
+    iters: int = 5,
+    input_size: int = 256,
+    name: str = "hrnetv2_w18",
+) -> dict[str, Any]:
+    """Forward images/s of the plain eager model vs optimised copies, per batch size.
+
+    CPU variants: "eager" (fp32, NCHW, unfused) and "fused" (optimize_for_inference: conv+BN fused,
+    channels_last, no compile). CUDA adds "bf16_channels_last_compiled" (fused, bf16 autocast, compiled).
+    Each variant is run `iters` times interleaved with the others; images/s uses the fastest run
+    (least disturbed by other processes) and the median run is reported too.
+    """
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = build_model(name).to(dev)
+    calibrate_batchnorm(model, torch.randn(2, 3, input_size, input_size, device=dev))
+    fused = optimize_for_inference(model, compile=False)
+    variants_by_name: dict[str, Callable[[Tensor], Tensor]] = {"eager": model, "fused": fused}
+    if dev.type == "cuda":
+        compiled = optimize_for_inference(model, compile=True)
+
+        def bf16(x: Tensor) -> Tensor:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return compiled(x)
+
+        variants_by_name["bf16_channels_last_compiled"] = bf16
+    result: dict[str, Any] = {
+        "model": name,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "input_size": input_size,
+        "iters": iters,
+        "images_per_s": {},
+        "images_per_s_median": {},
+        "speedup": {},
+    }
+    for bs in batch_sizes:
+        x = torch.randn(bs, 3, input_size, input_size, device=dev)
+        times = _time_variants({k: (v, x) for k, v in variants_by_name.items()}, iters, dev.type == "cuda")
+        best = {k: bs / min(t) for k, t in times.items()}
+        result["images_per_s"][bs] = best
+        result["images_per_s_median"][bs] = {k: bs / statistics.median(t) for k, t in times.items()}
+        result["speedup"][bs] = {k: v / best["eager"] for k, v in best.items() if k != "eager"}
+    return result
