@@ -74,15 +74,16 @@ else
 DATA_DONE := data/synthetic/.done
 endif
 
-train: $(RUN)/best.pt
+# summary.json is written only when a run completes, so an interrupted run is resumed, not skipped.
+train: $(RUN)/summary.json
 
-$(RUN)/best.pt: $(DATA_DONE) | setup
+$(RUN)/summary.json: $(DATA_DONE) | setup
 	$(if $(filter 1,$(NPROC)),$(PY) -m hrnet_lib,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m hrnet_lib) \
 	  train --preset $(PRESET) --data-root $(DATA_ROOT) --out $(RUN) --resume
 
 evaluate: $(RUN)/results.json
 
-$(RUN)/results.json: $(RUN)/best.pt
+$(RUN)/results.json: $(RUN)/summary.json
 	$(PY) -m hrnet_lib evaluate --checkpoint $(RUN)/best.pt --data-root $(DATA_ROOT) --out $@
 	$(if $(and $(filter wflw,$(DATA)),$(wildcard $(PUBLISHED_CKPT))), \
 	  $(PY) -m hrnet_lib evaluate --checkpoint $(PUBLISHED_CKPT) --data-root $(DATA_ROOT) --out $(RUN)/published.json)

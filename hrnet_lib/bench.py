@@ -1,0 +1,89 @@
+"""`python -m hrnet_lib bench`: throughput of data loading, the model and a training step.
+
+Benchmarks are not tests: this measures and writes `OUT/bench.json` and `OUT/bench.png`, and prints
+a short table. Every number is measured on the machine that runs it; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrnet_lib.train.checkpoint import save_json
+
+
+def _hardware() -> str:
+    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}; CPU {cpu}"
+    return f"CPU {cpu}"
+
+
+def _plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, float]] = []
+    for key in ("no_cache", "cache"):
+        bars.append((f"data, {key.replace('_', ' ')}\n(samples/s)", results["data"][key]["samples_per_s"]))
+    for device, model in results["model"].items():
+        for batch, row in model["images_per_s"].items():
+            for variant, value in row.items():
+                bars.append((f"{device} forward\nbatch {batch}, {variant}", value))
+    bars.append(("train step\n(images/s)", results["train"]["images_per_s"]))
+    fig, ax = plt.subplots(figsize=(1.4 * len(bars) + 2, 4), layout="constrained")
+    ax.bar(range(len(bars)), [v for _, v in bars], color="#4c72b0")
+    ax.set_xticks(range(len(bars)), [k for k, _ in bars], fontsize=8)
+    ax.set_ylabel("per second")
+    ax.set_title(f"hrnet_lib throughput on {results['hardware']}", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    from hrnet_lib.data.loader import bench_loader
+    from hrnet_lib.data.synthetic import synthesize
+    from hrnet_lib.model.inference import bench_forward
+    from hrnet_lib.train.loop import bench_train
+
+    parser = argparse.ArgumentParser(prog="python -m hrnet_lib bench", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="dataset to read (default: a synthetic one)"
+    )
+    parser.add_argument("--samples", type=int, default=200, help="samples per data-loading measurement")
+    parser.add_argument("--train-preset", default="wflw-mmpose", help="configuration of the training step")
+    parser.add_argument("--train-steps", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = args.data_root or args.out / "synthetic"
+    if args.data_root is None and not (root / "WFLW_annotations").is_dir():
+        synthesize(root, n_train=args.samples, n_test=20, seed=0)
+
+    results: dict[str, Any] = {"hardware": _hardware(), "torch": torch.__version__}
+    results["data"] = {
+        "no_cache": bench_loader(root, n=args.samples, cache=False),
+        "cache": bench_loader(root, n=args.samples, cache=True, cache_dir=args.out / "cache"),
+    }
+    results["data"]["speedup"] = (
+        results["data"]["cache"]["samples_per_s"] / results["data"]["no_cache"]["samples_per_s"]
+    )
+    results["model"] = {"cpu": bench_forward(device="cpu")}
+    if torch.cuda.is_available():
+        results["model"]["cuda"] = bench_forward(device="cuda", batch_sizes=(1, 64))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results["train"] = bench_train(args.train_preset, root, device=device, steps=args.train_steps)
+
+    save_json(results, args.out / "bench.json")
+    _plot(results, args.out / "bench.png")
+    print(json.dumps(results, indent=2))
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 0

@@ -1,0 +1,776 @@
+"""Training: one loop, read top to bottom, the same on one CPU and under `torchrun` on 8 GPUs.
+
+    python -m hrnet_lib train --preset NAME --data-root DIR --out runs/NAME [--resume] [--pretrained PATH]
+        [key=value ...]
+    torchrun --nproc_per_node N -m hrnet_lib train ...   (DDP: NCCL on GPUs, gloo on CPU)
+
+The global batch is a preset value, whatever the world size: each process takes global/world images a
+step, split into micro-batches with gradient accumulation when `per_device_batch` is smaller. The
+sampler shuffles by (seed, epoch) and deals the order out to the processes, so each global batch is the
+same set of faces for 1 or 8 processes, and resuming skips the finished steps of an epoch without
+loading them. Each sample's augmentation comes from its own RNG seeded by (seed, epoch, index)
+(hrnet_lib.data.loader), so a resumed run sees exactly the data of an uninterrupted one.
+
+Validation runs every epoch on a held-out part of the TRAIN split (whole images; never the test split).
+Run folder: best.pt (lowest validation NME), last.pt (full training state; `--resume` continues from it,
+or starts a new run when there is none), config.json, log.jsonl, and summary.json once the run is
+complete. Rank 0 alone logs, shows progress and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from hrnet_lib.data.loader import worker_options
+from hrnet_lib.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_json, set_rng_state
+from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
+
+# Config keys that may differ between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = {"workers", "log_every", "ckpt_every", "max_iters", "compile", "val_batch", "epochs"}
+
+
+class TrainingError(RuntimeError):
+    """A problem that stops training with a clear message (bad data root, NaN loss, ...)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# The recipe: learning-rate schedule and loss
+
+
+def lr_at(iteration: int, iters_per_epoch: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimiser step `iteration` (0-based), mmpose's schedule.
+
+    Step decay by epoch: lr x gamma for every milestone epoch reached (epoch = iteration // iters_per_epoch,
+    0-based, so x0.1 from the first step of epoch 40). Linear warm-up on top for the first `warmup_iters`
+    steps: lr * (ratio + (1 - ratio) * iteration / warmup_iters).
+    """
+    epoch = iteration // iters_per_epoch
+    lr = cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if iteration < cfg.warmup_iters:
+        lr *= cfg.warmup_ratio + (1.0 - cfg.warmup_ratio) * iteration / cfg.warmup_iters
+    return lr
+
+
+def heatmap_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """mmpose's JointsMSELoss with target weights: mean over all heatmap pixels of ((pred - gt) * w)^2.
+
+    (mmpose averages the per-keypoint MSE of pred*w against gt*w over keypoints, which is this mean;
+    the 0.5 factor of the original HRNet code is not in mmpose.)
+    """
+    w = weight[:, :, None, None]
+    return ((pred.float() - target) * w).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+def split_train_val(faces: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic split of the TRAIN faces into (train, val) by whole images, about `fraction` for val.
+
+    Faces of one image stay together, so no photo is seen both in training and validation.
+    """
+    images = sorted({face.image for face in faces})
+    order = np.random.default_rng(seed).permutation(len(images))
+    target = round(fraction * len(faces))
+    per_image: dict[str, int] = {}
+    for face in faces:
+        per_image[face.image] = per_image.get(face.image, 0) + 1
+    val_images: set[str] = set()
+    count = 0
+    for i in order:
+        if count >= target:
+            break
+        val_images.add(images[i])
+        count += per_image[images[i]]
+    train = [f for f in faces if f.image not in val_images]
+    val = [f for f in faces if f.image in val_images]
+    return train, val
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (shuffle by seed + epoch, incomplete tail dropped) that can start mid-epoch.
+
+    `set_epoch(epoch, skip)` skips the first `skip` indices of this process's share, i.e. the steps already
+    done, without loading them.
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:  # type: ignore[override]
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.skip :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def data_manifest(root: Path) -> str:
+    """SHA-256 over the annotation files (relative path and bytes), identifying the data a run used."""
+    from hrnet_lib.data.wflw import ANNOTATION_DIR
+
+    digest = hashlib.sha256()
+    base = root / ANNOTATION_DIR
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(base)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def git_commit() -> str:
+    """Commit of the source tree (with "+dirty" when it has local changes), or "unknown"."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def load_faces(data_root: Path, cfg: TrainConfig) -> tuple[list, list]:
+    """Train and validation faces of the TRAIN split; `TrainingError` naming what is missing or wrong."""
+    from hrnet_lib.data.wflw import WFLWFormatError, annotation_path, load_split
+
+    path = annotation_path(data_root, "train")
+    if not path.is_file():
+        raise TrainingError(
+            f"no WFLW training annotations at {path}: --data-root must be a WFLW root "
+            f"(run `python -m hrnet_lib synth --root DIR` or `make data`)"
+        )
+    try:
+        faces = load_split(data_root, "train")
+    except (WFLWFormatError, FileNotFoundError) as error:
+        raise TrainingError(str(error)) from error
+    if cfg.limit:
+        faces = faces[: cfg.limit]
+    train, val = split_train_val(faces, cfg.val_fraction, cfg.seed)
+    if not val:
+        raise TrainingError(f"val_fraction={cfg.val_fraction} leaves no validation faces out of {len(faces)}")
+    return train, val
+
+
+def build_datasets(
+    cfg: TrainConfig, data_root: Path, cache_root: Path, main_process: bool
+) -> tuple[Any, Any]:
+    """Training (augmented) and validation datasets, with face-crop caches built once by rank 0."""
+    from hrnet_lib.data.loader import FaceCropCache, WFLWDataset, faces_digest
+    from hrnet_lib.data.transforms import Augment
+    from hrnet_lib.data.wflw import IMAGE_DIR
+
+    train_faces, val_faces = load_faces(data_root, cfg)
+    image_root = data_root / IMAGE_DIR
+    augment = Augment(
+        cfg.flip_prob, cfg.scale_sigma, cfg.scale_range, cfg.rot_sigma, cfg.rot_max, cfg.rot_prob
+    )
+    caches: list[Any] = [None, None]
+    if cfg.cache:
+        for i, faces in enumerate((train_faces, val_faces)):
+            directory = cache_root / f"crops-{cfg.input_size}-{faces_digest(faces)[:16]}"
+            if main_process:  # rank 0 builds, the others open what it built
+                FaceCropCache(directory, faces, image_root, cfg.input_size, max_scale=cfg.scale_range[1])
+            if dist.is_initialized():
+                dist.barrier()
+            caches[i] = FaceCropCache(
+                directory, faces, image_root, cfg.input_size, max_scale=cfg.scale_range[1]
+            )
+    common = dict(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size, sigma=cfg.sigma, seed=cfg.seed)
+    train_set = WFLWDataset(train_faces, image_root, train=True, augment=augment, cache=caches[0], **common)
+    val_set = WFLWDataset(val_faces, image_root, train=False, cache=caches[1], **common)
+    return train_set, val_set
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> float:
+    """Mean inter-ocular NME (fraction) of `model` over `loader`: decode, then back to image pixels."""
+    from hrnet_lib.data.transforms import invert_affine, transform_points, warp_matrix
+    from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps
+    from hrnet_lib.evaluate.metrics import nme
+
+    stride = cfg.input_size / cfg.heatmap_size
+    errors = []
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        if device.type == "cuda" and cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg):
+            heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)
+        keypoints, _ = decode_heatmaps(heatmaps.float().cpu().numpy())
+        centers, scales, rotations = (
+            batch["center"].numpy(),
+            batch["scale"].numpy(),
+            batch["rotation"].numpy(),
+        )
+        size = (cfg.input_size, cfg.input_size)
+        pred = np.stack(
+            [
+                transform_points(keypoints[i] * stride, invert_affine(warp_matrix(c, s, float(r), size)))
+                for i, (c, s, r) in enumerate(zip(centers, scales, rotations, strict=True))
+            ]
+        )
+        errors.append(nme(pred, batch["landmarks"].numpy().astype(np.float64)))
+    return float(np.concatenate(errors).mean())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Devices, processes, one optimiser step
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: rank, world size and device."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Join the process group when started by torchrun (RANK/WORLD_SIZE set) and pick the device."""
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise TrainingError("device=cuda requested but no CUDA device is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
+    if want_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        if want_cuda:
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return Runtime(rank, world, local_rank, device)
+
+
+def autocast(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; nothing otherwise (CPU runs in fp32)."""
+    if device.type == "cuda" and cfg.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """Training mode; with `freeze_bn`, BatchNorm layers stay in eval mode (fixed running statistics)."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def batch_sizes(cfg: TrainConfig, world: int) -> tuple[int, int, int]:
+    """(per-process images per step, micro-batch size, accumulation steps) for the global batch."""
+    if cfg.global_batch % world:
+        raise ConfigError(f"global_batch={cfg.global_batch} is not divisible by the world size {world}")
+    per_process = cfg.global_batch // world
+    micro = cfg.per_device_batch or per_process
+    if micro > per_process or per_process % micro:
+        raise ConfigError(
+            f"per_device_batch={micro} must divide the per-process share {per_process} "
+            f"(global_batch={cfg.global_batch} over {world} processes)"
+        )
+    return per_process, micro, per_process // micro
+
+
+def forward_backward(
+    model: nn.Module, micro_batches: list[dict[str, Tensor]], cfg: TrainConfig, device: torch.device
+) -> Tensor:
+    """Accumulate gradients of the mean loss over `micro_batches`; DDP syncs only on the last one."""
+    total = torch.zeros((), device=device)
+    for i, batch in enumerate(micro_batches):
+        images = batch["image"].to(device, non_blocking=True)
+        if device.type == "cuda" and cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        heatmaps = batch["heatmaps"].to(device, non_blocking=True)
+        weights = batch["target_weight"].to(device, non_blocking=True)
+        last = i == len(micro_batches) - 1
+        accumulate = isinstance(model, DistributedDataParallel) and not last
+        with model.no_sync() if accumulate else contextlib.nullcontext():
+            with autocast(device, cfg):
+                pred = model(images)
+            loss = heatmap_loss(pred, heatmaps, weights) / len(micro_batches)
+            loss.backward()
+        total += loss.detach()
+    return total
+
+
+def memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocations on a GPU, resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, TrainConfig]:
+    parser = argparse.ArgumentParser(prog="python -m hrnet_lib train", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", required=True, help="cpu-default, smoke, wflw-1gpu or wflw-mmpose")
+    parser.add_argument("--data-root", required=True, type=Path, help="WFLW root (official layout)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, logs, config)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--pretrained", type=Path, help="ImageNet backbone weights (head keeps its init)")
+    parser.add_argument("--cache-dir", type=Path, help="face-crop cache folder (default: OUT/../.crop-cache)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override preset fields")
+    args = parser.parse_intermixed_args(argv)
+    cfg = apply_overrides(get_preset(args.preset), args.overrides)
+    return args, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m hrnet_lib train`; returns the exit status (0 ok, 1 stopped, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, cfg = parse_args(argv)
+        code = train(
+            cfg, args.data_root, args.out, args.resume, args.pretrained, args.cache_dir, command=argv
+        )
+    except (ConfigError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        code = 2 if isinstance(error, ConfigError) else 1
+    if dist.is_initialized():
+        # gloo can abort during interpreter shutdown after the work is done: leave the group, flush, exit.
+        dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def train(
+    cfg: TrainConfig,
+    data_root: Path,
+    out: Path,
+    resume: bool = False,
+    pretrained: Path | None = None,
+    cache_dir: Path | None = None,
+    command: list[str] | None = None,
+) -> int:
+    """Train `cfg` on `data_root` into the run folder `out`; returns 0 when done, 1 when stopped (NaN loss).
+
+    `command` (the command-line arguments) is recorded in RUN/config.json.
+    """
+    data_root, out = Path(data_root), Path(out)
+    if not data_root.is_dir():
+        raise TrainingError(f"data root {data_root} does not exist")
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise TrainingError(f"--pretrained {pretrained}: no such file")
+    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
+    if resume and not last_path.is_file():
+        print(f"--resume: no checkpoint at {last_path}, starting a new run", flush=True)
+        resume = False
+    elif not resume and last_path.exists():
+        raise TrainingError(f"{out} already holds a run ({last_path}); pass --resume or choose another --out")
+
+    started = time.perf_counter()
+    rt = setup_runtime(cfg)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    # HRNet's N(0, 0.001) initialisation drives activations towards subnormal floats, which are very slow
+    # on CPUs; flushing them to zero changes nothing measurable and keeps CPU training at full speed.
+    torch.set_flush_denormal(True)
+    per_process, micro, accum = batch_sizes(cfg, rt.world)
+
+    # Data: train/val split of the TRAIN faces; the sampler gives each process its share of every batch.
+    train_set, val_set = build_datasets(cfg, data_root, cache_dir or out.parent / ".crop-cache", rt.main)
+    sampler = ResumableSampler(train_set, rt.world, rt.rank, cfg.seed)
+    loader_args: dict[str, Any] = dict(pin_memory=rt.device.type == "cuda", **worker_options(cfg.workers))
+    train_loader = DataLoader(train_set, batch_size=micro, sampler=sampler, drop_last=True, **loader_args)
+    val_loader = DataLoader(val_set, batch_size=cfg.val_batch, shuffle=False, **loader_args)
+    iters_per_epoch = len(train_set) // cfg.global_batch
+    if iters_per_epoch == 0:
+        raise TrainingError(f"{len(train_set)} training faces give no full batch of {cfg.global_batch}")
+    total_iters = iters_per_epoch * cfg.epochs
+    if cfg.max_iters:
+        total_iters = min(total_iters, cfg.max_iters)
+
+    # Model and optimiser.
+    from hrnet_lib.model.hrnet import build_model
+
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
+    try:
+        model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample)
+    except ValueError as error:
+        raise TrainingError(str(error)) from error
+    if pretrained is not None and not resume:
+        from hrnet_lib.model.weights import WeightsMismatchError, load_weights
+
+        try:  # strict: only what the layout explains may be missing (ImageNet weights: the head)
+            report = load_weights(model, pretrained)
+        except (WeightsMismatchError, ValueError, OSError) as error:
+            raise TrainingError(f"--pretrained {pretrained}: {error}") from error
+        if rt.main:
+            print(f"pretrained weights from {pretrained}: {report}", flush=True)
+    model.to(rt.device)
+    if rt.device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    # Resume: weights, optimiser, position in the data, best score, RNG states.
+    iteration, epoch, step_in_epoch, best_nme = 0, 0, 0, math.inf
+    if resume:
+        state = load_checkpoint(last_path, map_location=rt.device)
+        changed = {
+            k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and cfg.to_dict().get(k) != v
+        }
+        if changed:
+            raise TrainingError(
+                f"--resume with a different config: {sorted(changed)} differ from {last_path}"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        iteration, epoch, step_in_epoch = state["iteration"], state["epoch"], state["step_in_epoch"]
+        best_nme = state["best_val_nme"]
+        rngs = state["rng"]
+        set_rng_state(rngs[rt.rank] if len(rngs) == rt.world else rngs[0])
+    raw_model = model
+    if cfg.sync_bn and rt.world > 1:
+        if rt.device.type != "cuda":
+            raise ConfigError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); use freeze_bn")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        raw_model = model
+    if cfg.compile:
+        model = torch.compile(model)
+    if rt.world > 1:
+        model = DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
+
+    # Run folder: config, commit and data checksum; the log keeps only lines up to the resumed step.
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
+        info = {
+            "config": cfg.to_dict(),
+            "command": command,
+            "commit": git_commit(),
+            "data_root": str(data_root.resolve()),
+            "data_manifest_sha256": data_manifest(data_root),
+            "world_size": rt.world,
+            "device": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "train_faces": len(train_set),
+            "val_faces": len(val_set),
+            "iters_per_epoch": iters_per_epoch,
+            "total_iters": total_iters,
+            "micro_batch": micro,
+            "accumulation": accum,
+        }
+        if not resume:
+            log_path.unlink(missing_ok=True)
+            save_json(info, out / "config.json")
+        else:
+            keep = [line for line in _read_log(log_path) if line.get("iteration", 0) <= iteration]
+            with open(log_path, "w") as f:
+                f.writelines(json.dumps(line) + "\n" for line in keep)
+    log_file = open(log_path, "a") if rt.main else None  # noqa: SIM115 (closed in the finally below)
+
+    def log(record: dict[str, Any]) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+    def kept_note() -> str:
+        if not last_path.exists():
+            return " (no checkpoint was written yet)"
+        return (
+            f"; the last good checkpoint is {last_path} (iteration {load_checkpoint(last_path)['iteration']})"
+        )
+
+    def checkpoint(path: Path, full: bool, position: tuple[int, int], val_nme: float | None = None) -> None:
+        """Save a checkpoint (rank 0 writes). A full one is collective: every rank adds its RNG state."""
+        rngs = [rng_state()]
+        if full and rt.world > 1:
+            rngs = [None] * rt.world
+            dist.all_gather_object(rngs, rng_state())
+        if not all(bool(torch.isfinite(p).all()) for p in raw_model.parameters()):
+            raise TrainingError(f"weights became non-finite at iteration {iteration}; not saved{kept_note()}")
+        if not rt.main:
+            return
+        state: dict[str, Any] = {
+            "model": raw_model.state_dict(),
+            "config": cfg.to_dict(),
+            "epoch": position[0],
+            "step_in_epoch": position[1],
+            "iteration": iteration,
+            "val_nme": val_nme,
+            "best_val_nme": best_nme,
+        }
+        if full:
+            state["optimizer"] = optimizer.state_dict()
+            state["rng"] = rngs
+            state["world_size"] = rt.world
+        save_checkpoint(state, path)
+
+    def end_of_block(position: tuple[int, int]) -> None:
+        """Validate (rank 0), keep best, then save last at `position` (next epoch, next step)."""
+        nonlocal best_nme
+        val_nme = math.nan
+        if rt.main:
+            start = time.perf_counter()
+            val_nme = validate(raw_model, val_loader, cfg, rt.device)
+            set_train_mode(raw_model, cfg.freeze_bn)
+            improved = val_nme < best_nme
+            best_nme = min(best_nme, val_nme)
+            seconds = time.perf_counter() - start
+            log(
+                {
+                    "iteration": iteration,
+                    "epoch": epoch,
+                    "val_nme": val_nme,
+                    "best_val_nme": best_nme,
+                    "val_s": seconds,
+                }
+            )
+            if improved:
+                checkpoint(best_path, full=False, position=position, val_nme=val_nme)
+        checkpoint(last_path, full=True, position=position, val_nme=val_nme)
+
+    if rt.main:
+        print(
+            f"training {cfg.model} on {len(train_set)} faces ({len(val_set)} held out for validation), "
+            f"{rt.world} process(es) on {rt.device.type}, global batch {cfg.global_batch} = {rt.world} x "
+            f"{accum} x {micro}, {iters_per_epoch} steps/epoch, {total_iters} steps",
+            flush=True,
+        )
+    bar = tqdm(
+        total=total_iters, initial=iteration, desc="train", unit="step", disable=not rt.main, mininterval=1
+    )
+    window = {"loss": 0.0, "steps": 0, "wait": 0.0, "start": time.perf_counter()}
+    set_train_mode(model, cfg.freeze_bn)
+    try:
+        while iteration < total_iters:
+            # One epoch: the sampler order depends on (seed, epoch), augmentation on (seed, epoch, index).
+            sampler.set_epoch(epoch, skip=step_in_epoch * per_process)
+            train_set.set_epoch(epoch)
+            batches = iter(train_loader)
+            while step_in_epoch < iters_per_epoch and iteration < total_iters:
+                wait = time.perf_counter()
+                micro_batches = [next(batches) for _ in range(accum)]
+                window["wait"] += time.perf_counter() - wait
+                lr = lr_at(iteration, iters_per_epoch, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss = forward_backward(model, micro_batches, cfg, rt.device)
+                if rt.world > 1:
+                    dist.all_reduce(loss)
+                    loss /= rt.world
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise TrainingError(
+                        f"loss is {loss_value} at iteration {iteration} (epoch {epoch}, lr {lr:.3g}): "
+                        f"training stopped before this update{kept_note()}"
+                    )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                iteration += 1
+                step_in_epoch += 1
+                bar.update(1)
+                window["loss"] += loss_value
+                window["steps"] += 1
+                if iteration % cfg.log_every == 0 or iteration == total_iters:
+                    seconds = time.perf_counter() - window["start"]
+                    images = window["steps"] * cfg.global_batch
+                    steps = window["steps"]
+                    log(
+                        {
+                            "iteration": iteration,
+                            "epoch": epoch,
+                            "loss": window["loss"] / steps,
+                            "lr": lr,
+                            "images_per_s": images / seconds,
+                            "images_per_s_per_device": images / seconds / rt.world,
+                            "step_s": seconds / steps,
+                            "data_wait_s": window["wait"] / steps,
+                            "data_wait_share": window["wait"] / seconds,
+                            "memory_mb": memory_mb(rt.device),
+                        }
+                    )
+                    bar.set_postfix(loss=f"{window['loss'] / window['steps']:.3g}", lr=f"{lr:.2g}")
+                    window = {"loss": 0.0, "steps": 0, "wait": 0.0, "start": time.perf_counter()}
+                if cfg.ckpt_every and iteration % cfg.ckpt_every == 0 and step_in_epoch < iters_per_epoch:
+                    checkpoint(last_path, full=True, position=(epoch, step_in_epoch))
+            pause = time.perf_counter()
+            if step_in_epoch == iters_per_epoch:
+                end_of_block((epoch + 1, 0))
+                epoch, step_in_epoch = epoch + 1, 0
+            else:  # stopped by max_iters inside an epoch
+                end_of_block((epoch, step_in_epoch))
+            if rt.world > 1:
+                dist.barrier()
+            window["start"] += time.perf_counter() - pause  # throughput excludes validation
+    except TrainingError as error:
+        if rt.main:
+            bar.close()
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+    if rt.main:
+        summary = {
+            "iterations": iteration,
+            "epochs_done": epoch,
+            "best_val_nme": best_nme,
+            "best_iteration": load_checkpoint(best_path)["iteration"],
+            "seconds_this_session": time.perf_counter() - started,
+        }
+        save_json(summary, out / "summary.json")
+        print(f"done: {iteration} steps, best validation NME {100 * best_nme:.2f}%, {best_path}", flush=True)
+    return 0
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines log; only the last line may be torn (a run killed while writing it)."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number < len(lines):
+                raise TrainingError(f"{path}:{number}: not a JSON record ({error})") from error
+    return records
+
+
+def bench_train(
+    cfg: TrainConfig | str,
+    data_root: Path | str,
+    device: str | None = None,
+    steps: int = 10,
+    warmup: int = 2,
+    cache_dir: Path | str | None = None,
+) -> dict[str, Any]:
+    """Training throughput of one process: images/s and the share of each step spent waiting for data.
+
+    Runs `warmup` untimed then `steps` timed optimiser steps of `cfg` (a preset name or config; its
+    global batch, micro-batches and accumulation as in training) on the TRAIN split of `data_root`.
+    The face-crop cache (when `cfg.cache`) is built before timing, in `cache_dir` or a temporary folder.
+    """
+    import dataclasses
+    import tempfile
+
+    from hrnet_lib.model.hrnet import build_model
+
+    cfg = get_preset(cfg) if isinstance(cfg, str) else cfg
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    rt = Runtime(0, 1, 0, torch.device("cpu"))
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        rt.device = torch.device("cuda", torch.cuda.current_device())
+    torch.set_flush_denormal(True)
+    torch.backends.cudnn.benchmark = True
+    _, micro, accum = batch_sizes(cfg, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_set, _ = build_datasets(cfg, Path(data_root), Path(cache_dir or tmp), True)
+        if len(train_set) < micro:
+            raise TrainingError(f"{len(train_set)} training faces give no batch of {micro}")
+        loader = DataLoader(
+            train_set,
+            batch_size=micro,
+            shuffle=True,
+            drop_last=True,
+            pin_memory=rt.device.type == "cuda",
+            **worker_options(cfg.workers),
+        )
+
+        def forever() -> Iterator[dict[str, Tensor]]:
+            while True:
+                yield from loader
+
+        model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(rt.device)
+        if rt.device.type == "cuda" and cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        net: nn.Module = torch.compile(model) if cfg.compile else model
+        set_train_mode(net, cfg.freeze_bn)
+        batches = forever()
+        wait = 0.0
+        for step in range(warmup + steps):
+            if step == warmup:
+                if rt.device.type == "cuda":
+                    torch.cuda.synchronize(rt.device)
+                wait, start = 0.0, time.perf_counter()
+            fetch = time.perf_counter()
+            micro_batches = [next(batches) for _ in range(accum)]
+            wait += time.perf_counter() - fetch
+            loss = forward_backward(net, micro_batches, cfg, rt.device)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss.item()  # waits for the device
+        seconds = time.perf_counter() - start
+    images = steps * accum * micro
+    return {
+        "device": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "model": cfg.model,
+        "input_size": cfg.input_size,
+        "micro_batch": micro,
+        "accumulation": accum,
+        "bf16": rt.device.type == "cuda" and cfg.bf16,
+        "channels_last": rt.device.type == "cuda" and cfg.channels_last,
+        "compile": cfg.compile,
+        "cache": cfg.cache,
+        "workers": cfg.workers,
+        "steps": steps,
+        "images_per_s": images / seconds,
+        "step_s": seconds / steps,
+        "data_wait_share": wait / seconds,
+        "peak_memory_mb": memory_mb(rt.device),
+    }

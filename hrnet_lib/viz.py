@@ -1,0 +1,574 @@
+"""Figures and tables for the book: faces with landmarks, crops, heatmaps, curves and the architecture.
+
+Every drawing function takes plain numpy arrays (or dicts of them) and returns a matplotlib `Figure`
+made without pyplot, so the notebooks only call and show, nothing is drawn twice, and the tests can
+look at what was drawn. Image coordinates follow the data: pixel centres at integers, x right, y down.
+`provenance` turns a run's records into the line that every results table and figure caption carries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+# WFLW's 98 landmarks by facial part (FACTS.md): indices in drawing order and whether the outline closes.
+FACE_PARTS: dict[str, tuple[tuple[int, ...], bool]] = {
+    "contour": (tuple(range(0, 33)), False),
+    "right brow": (tuple(range(33, 42)), True),
+    "left brow": (tuple(range(42, 51)), True),
+    "nose bridge": (tuple(range(51, 55)), False),
+    "nostrils": (tuple(range(55, 60)), False),
+    "right eye": (tuple(range(60, 68)), True),
+    "left eye": (tuple(range(68, 76)), True),
+    "outer lip": (tuple(range(76, 88)), True),
+    "inner lip": (tuple(range(88, 96)), True),
+    "pupils": ((96, 97), False),
+}
+PART_COLORS: dict[str, str] = {
+    "contour": "#1f77b4",
+    "right brow": "#ff7f0e",
+    "left brow": "#ff7f0e",
+    "nose bridge": "#2ca02c",
+    "nostrils": "#2ca02c",
+    "right eye": "#d62728",
+    "left eye": "#d62728",
+    "outer lip": "#9467bd",
+    "inner lip": "#e377c2",
+    "pupils": "#17becf",
+}
+# The fields of a run's provenance, in the order the caption states them.
+PROVENANCE_FIELDS = ("data_kind", "preset", "commit", "data_checksum", "date", "hardware")
+
+
+# ----------------------------------------------------------------------------- basics
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A pyplot-free figure with constrained layout (not registered anywhere, so shown only when asked)."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_to_array(fig: Figure, dpi: float | None = None) -> np.ndarray:
+    """Render a figure to an (H, W, 3) uint8 RGB array (for tests and for image grids)."""
+    canvas = FigureCanvasAgg(fig)
+    if dpi is not None:
+        fig.set_dpi(dpi)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def figure_png(fig: Figure, dpi: float = 110.0) -> bytes:
+    """The figure as PNG bytes (what the book embeds; independent of any notebook backend)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def as_display_image(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) from an RGB image, a grey image or a CHW float tensor in [0, 1] or 0..255."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an image (H, W, 3), (H, W) or (3, H, W); got shape {np.shape(image)}")
+    if array.dtype != np.uint8:
+        scale = 255.0 if float(np.nanmax(array)) <= 1.0 else 1.0
+        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    return array
+
+
+def denormalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undo per-channel normalisation of a (3, H, W) network input: uint8 (H, W, 3) RGB for drawing."""
+    chw = np.asarray(image, dtype=np.float64)
+    rgb = chw.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
+    return np.clip(rgb, 0, 255).round().astype(np.uint8)
+
+
+def draw_landmarks(
+    image: np.ndarray, landmarks: np.ndarray, color: tuple[int, int, int] = (255, 0, 0), radius: int = 2
+) -> np.ndarray:
+    """A copy of a uint8 RGB image with a filled dot on each landmark (sub-pixel centres, via cv2)."""
+    canvas = as_display_image(image).copy()
+    shift = 4  # cv2 fixed-point bits: centres to 1/16 pixel
+    for x, y in np.asarray(landmarks, dtype=np.float64).reshape(-1, 2):
+        if np.isfinite(x) and np.isfinite(y):
+            centre = (int(round(x * (1 << shift))), int(round(y * (1 << shift))))
+            cv2.circle(
+                canvas, centre, radius << shift, color, thickness=-1, lineType=cv2.LINE_AA, shift=shift
+            )
+    return canvas
+
+
+# ----------------------------------------------------------------------------- faces
+
+
+def plot_face(
+    ax: Axes,
+    image: np.ndarray | None,
+    landmarks: np.ndarray | None = None,
+    box: np.ndarray | None = None,
+    crop: tuple[np.ndarray, float] | None = None,
+    outline: bool = True,
+    numbers: bool = False,
+    size: float = 6.0,
+    color: str | None = None,
+) -> None:
+    """Draw an image with its 98 landmarks (dots, part outlines), a box (x0 y0 x1 y1) and a crop square.
+
+    `crop` is (centre (2,), side): the square that is warped to the network input.
+    """
+    if image is not None:
+        ax.imshow(as_display_image(image), interpolation="bilinear")
+    if landmarks is not None:
+        points = np.asarray(landmarks, dtype=np.float64)
+        if outline and len(points) == 98:
+            for name, (indices, closed) in FACE_PARTS.items():
+                if name == "pupils":
+                    continue
+                path = points[list(indices) + ([indices[0]] if closed else [])]
+                ax.plot(path[:, 0], path[:, 1], "-", lw=0.8, color=color or PART_COLORS[name], alpha=0.8)
+        ax.scatter(
+            points[:, 0], points[:, 1], s=size, c=color or "#ffdd00", edgecolors="black", linewidths=0.3
+        )
+        if numbers:
+            for k, (x, y) in enumerate(points):
+                ax.annotate(str(k), (x, y), fontsize=5, xytext=(2, 2), textcoords="offset points")
+    if box is not None:
+        x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="#00e5ff", lw=1.2, label="box"))
+    if crop is not None:
+        (cx, cy), side = np.asarray(crop[0], dtype=np.float64), float(crop[1])
+        ax.add_patch(
+            Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, ec="#ff3355", lw=1.2, ls="--")
+        )
+    ax.set_axis_off()
+
+
+def face_grid(
+    images: Sequence[np.ndarray],
+    landmarks: Sequence[np.ndarray | None] | None = None,
+    boxes: Sequence[np.ndarray | None] | None = None,
+    titles: Sequence[str] | None = None,
+    cols: int = 4,
+    size: float = 3.0,
+    crops: Sequence[tuple[np.ndarray, float] | None] | None = None,
+    zoom: bool = False,
+) -> Figure:
+    """A grid of faces, each with optional landmarks, box, crop square and title.
+
+    With `zoom`, each panel shows only the region around its landmarks (padded), as in a face crop.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("face_grid needs at least one image")
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    fig = new_figure(size * cols, size * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        points = landmarks[i] if landmarks is not None else None
+        plot_face(
+            ax,
+            images[i],
+            points,
+            box=boxes[i] if boxes is not None else None,
+            crop=crops[i] if crops is not None else None,
+        )
+        if zoom and points is not None:
+            lo, hi = np.min(points, axis=0), np.max(points, axis=0)
+            centre, half = (lo + hi) / 2, 0.65 * float(np.max(hi - lo))
+            ax.set_xlim(centre[0] - half, centre[0] + half)
+            ax.set_ylim(centre[1] + half, centre[1] - half)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    return fig
+
+
+def compare_grid(
+    images: Sequence[np.ndarray],
+    truth: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    titles: Sequence[str],
+    cols: int = 4,
+    size: float = 3.0,
+) -> Figure:
+    """Faces zoomed to their landmarks with ground truth (green), prediction (red) and the error of
+    each point as a line between them."""
+    fig = face_grid(images, None, titles=titles, cols=cols, size=size)
+    for ax, gt, pred in zip(fig.get_axes(), truth, predictions, strict=False):
+        gt, pred = np.asarray(gt, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+        ax.add_collection(LineCollection(np.stack([gt, pred], axis=1), colors="yellow", linewidths=0.6))
+        ax.scatter(gt[:, 0], gt[:, 1], s=5, c="#00cc44", label="ground truth")
+        ax.scatter(pred[:, 0], pred[:, 1], s=5, c="#ff2222", label="prediction")
+        lo, hi = gt.min(axis=0), gt.max(axis=0)
+        centre, half = (lo + hi) / 2, 0.65 * float(np.max(hi - lo))
+        ax.set_xlim(centre[0] - half, centre[0] + half)
+        ax.set_ylim(centre[1] + half, centre[1] - half)
+    return fig
+
+
+def single_face(image: np.ndarray, landmarks: np.ndarray, size: float = 4.0, dpi: float = 100.0) -> Figure:
+    """One image filling the whole figure (no margins) with its landmarks as plain dots.
+
+    The figure's pixels map onto the image's (when the figure is as many pixels as the image), which
+    the tests use to check that a landmark is drawn where it belongs.
+    """
+    height, width = np.asarray(image).shape[:2]
+    fig = Figure(figsize=(size, size * height / width), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.imshow(as_display_image(image), interpolation="nearest")
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    ax.plot(points[:, 0], points[:, 1], "o", ms=3, color="red", mec="red")
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_axis_off()
+    return fig
+
+
+def plot_flip_pairs(
+    image: np.ndarray, landmarks: np.ndarray, pairs: Sequence[tuple[int, int]], size: float = 6.0
+) -> Figure:
+    """The horizontal-flip pair table drawn on a face: a line per pair, self-symmetric points ringed.
+
+    A wrong pair shows at once as a line that does not cross the face symmetrically.
+    """
+    points = np.asarray(landmarks, dtype=np.float64)
+    fig = new_figure(size, size)
+    ax = fig.add_subplot()
+    plot_face(ax, image, points, outline=False, size=4)
+    segments = [[points[a], points[b]] for a, b in pairs]
+    colors = [PART_COLORS[_part_of(a)] for a, _ in pairs]
+    ax.add_collection(LineCollection(segments, colors=colors, linewidths=1.0, alpha=0.9))
+    paired = {k for pair in pairs for k in pair}
+    alone = [k for k in range(len(points)) if k not in paired]
+    ax.scatter(
+        points[alone, 0], points[alone, 1], s=40, facecolors="none", edgecolors="white", linewidths=1.2
+    )
+    for k in alone:
+        ax.annotate(str(k), points[k], fontsize=6, color="white", xytext=(3, -6), textcoords="offset points")
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    centre, half = (lo + hi) / 2, 0.62 * float(np.max(hi - lo))
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] + half, centre[1] - half)
+    ax.set_title(f"{len(pairs)} flip pairs; {len(alone)} self-symmetric points ringed", fontsize=9)
+    return fig
+
+
+def _part_of(index: int) -> str:
+    for name, (indices, _) in FACE_PARTS.items():
+        if index in indices:
+            return name
+    raise ValueError(f"landmark index {index} is not one of WFLW's 98")
+
+
+def plot_steps(steps: Sequence[tuple[str, np.ndarray, np.ndarray | None]], size: float = 3.0) -> Figure:
+    """A row of (title, image, landmarks) panels: e.g. source, crop, flip, scale, rotation, network input."""
+    return face_grid(
+        [image for _, image, _ in steps],
+        [points for _, _, points in steps],
+        titles=[title for title, _, _ in steps],
+        cols=len(steps),
+        size=size,
+    )
+
+
+def plot_heatmaps(
+    image: np.ndarray,
+    heatmaps: np.ndarray,
+    indices: Sequence[int],
+    keypoints: np.ndarray | None = None,
+    size: float = 2.6,
+) -> Figure:
+    """The heatmap targets of one crop: all K summed over the image, then the chosen single heatmaps.
+
+    `keypoints` are in heatmap pixels; they are drawn as crosses on the single maps.
+    """
+    maps = np.asarray(heatmaps, dtype=np.float32)
+    picture = as_display_image(image)
+    height, width = picture.shape[:2]
+    fig = new_figure(size * (1 + len(indices)), size)
+    axes = fig.subplots(1, 1 + len(indices), squeeze=False)[0]
+    total = cv2.resize(maps.max(axis=0), (width, height), interpolation=cv2.INTER_LINEAR)
+    axes[0].imshow(picture)
+    axes[0].imshow(total, cmap="magma", alpha=0.55, vmin=0.0, vmax=1.0)
+    axes[0].set_title(f"all {len(maps)} targets (max)", fontsize=9)
+    for ax, k in zip(axes[1:], indices, strict=True):
+        ax.imshow(maps[k], cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
+        if keypoints is not None:
+            ax.plot(keypoints[k, 0], keypoints[k, 1], "c+", ms=8)
+        ax.set_title(f"point {k} ({_part_of(k)})" if len(maps) == 98 else f"point {k}", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig
+
+
+# ----------------------------------------------------------------------------- curves and errors
+
+
+def plot_ced(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.10, title: str = ""
+) -> Figure:
+    """Cumulative error distributions: for each name, (NME thresholds as fractions, share of faces)."""
+    fig = new_figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    for name, (x, y) in curves.items():
+        ax.plot(100 * np.asarray(x), 100 * np.asarray(y), label=name, lw=1.4)
+    ax.set_xlim(0, 100 * threshold)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("NME (%)")
+    ax.set_ylabel("faces with NME below (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_training(
+    iteration: np.ndarray,
+    lr: np.ndarray,
+    loss: np.ndarray,
+    images_per_s: np.ndarray,
+    epoch: np.ndarray,
+    val_nme: np.ndarray,
+) -> Figure:
+    """Learning rate, training loss, throughput (per logged iteration) and validation NME (per epoch)."""
+    fig = new_figure(10.0, 6.0)
+    axes = fig.subplots(2, 2)
+    panels = [
+        (axes[0, 0], iteration, lr, "iteration", "learning rate", "log"),
+        (axes[0, 1], iteration, loss, "iteration", "heatmap MSE loss", "log"),
+        (axes[1, 0], epoch, 100 * np.asarray(val_nme), "epoch", "validation NME (%)", "linear"),
+        (axes[1, 1], iteration, images_per_s, "iteration", "images / s (all processes)", "linear"),
+    ]
+    for ax, x, y, xlabel, ylabel, scale in panels:
+        ax.plot(x, y, "o-" if len(x) < 30 else "-", ms=3, lw=1.2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if scale == "log" and np.all(np.asarray(y) > 0):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_landmark_error(
+    mean_shape: np.ndarray, per_landmark: np.ndarray, title: str = "", size: float = 5.5
+) -> Figure:
+    """Per-landmark NME (as fractions) as coloured dots on the mean face shape, parts outlined."""
+    shape = np.asarray(mean_shape, dtype=np.float64)
+    errors = 100 * np.asarray(per_landmark, dtype=np.float64)
+    fig = new_figure(size * 1.15, size)
+    ax = fig.add_subplot()
+    plot_face(ax, None, shape, color="#bbbbbb", size=0.0)
+    dots = ax.scatter(shape[:, 0], shape[:, 1], c=errors, cmap="viridis", s=40, edgecolors="black", lw=0.3)
+    fig.colorbar(dots, ax=ax, label="NME (%)", shrink=0.8)
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    worst = int(np.argmax(errors))
+    ax.annotate(
+        f"worst: {worst} ({_part_of(worst)})",
+        shape[worst],
+        fontsize=8,
+        xytext=(6, 6),
+        textcoords="offset points",
+    )
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+def plot_architecture(
+    stages: Sequence[tuple[str, Sequence[tuple[int, int, int]]]],
+    head: Sequence[tuple[str, tuple[int, int, int]]] = (),
+    input_shape: tuple[int, int, int] | None = None,
+) -> Figure:
+    """The multi-resolution network as measured: one column per stage, one box per branch (C x H x W).
+
+    `stages` is [(name, [(channels, height, width) per branch])...] in order; boxes are drawn with a
+    height that shrinks with the branch resolution, and each stage fuses every branch into every branch
+    of the next (drawn as arrows). `head` is [(name, (C, H, W))...] drawn after the last stage.
+    """
+    columns: list[tuple[str, list[tuple[int, int, int]]]] = []
+    if input_shape is not None:
+        columns.append(("input", [input_shape]))
+    columns += [(name, list(branches)) for name, branches in stages]
+    columns += [(name, [shape]) for name, shape in head]
+    top_height = max(h for _, branches in columns for _, h, _ in branches)
+    fig = new_figure(1.55 * len(columns) + 0.5, 5.2)
+    ax = fig.add_subplot()
+    rows = max(len(branches) for _, branches in columns)
+    boxes: list[list[tuple[float, float, float, float]]] = []
+    for col, (name, branches) in enumerate(columns):
+        column_boxes = []
+        for row, (channels, height, width) in enumerate(branches):
+            box_h = 0.3 + 0.6 * np.sqrt(height / top_height)
+            x, y = col * 1.6, -row * 1.25 - box_h / 2
+            ax.add_patch(Rectangle((x, y), 1.1, box_h, fc=_branch_color(row), ec="black", lw=0.8))
+            ax.text(
+                x + 0.55, y + box_h / 2, f"{channels}\n{height}x{width}", ha="center", va="center", fontsize=7
+            )
+            column_boxes.append((x, y, 1.1, box_h))
+        ax.text(col * 1.6 + 0.55, 0.85, name, ha="center", va="bottom", fontsize=8, rotation=20)
+        boxes.append(column_boxes)
+    for left, right in zip(boxes[:-1], boxes[1:], strict=True):
+        for x0, y0, w0, h0 in left:
+            for x1, y1, _, h1 in right:
+                arrow = FancyArrowPatch(
+                    (x0 + w0, y0 + h0 / 2),
+                    (x1, y1 + h1 / 2),
+                    arrowstyle="-|>",
+                    mutation_scale=6,
+                    lw=0.5,
+                    color="#555555",
+                    alpha=0.7,
+                )
+                ax.add_patch(arrow)
+    ax.set_xlim(-0.2, 1.6 * len(columns))
+    ax.set_ylim(-1.25 * rows + 0.2, 1.6)
+    ax.set_axis_off()
+    return fig
+
+
+def _branch_color(row: int) -> str:
+    return ("#cfe8ff", "#ffe2c6", "#d7f5d0", "#f5d0ea", "#eeeeee")[min(row, 4)]
+
+
+def plot_stage_costs(names: Sequence[str], params: Sequence[float], flops: Sequence[float]) -> Figure:
+    """Parameters (millions) and FLOPs (G) per part of the network, side by side."""
+    fig = new_figure(10.0, 3.4)
+    axes = fig.subplots(1, 2)
+    positions = np.arange(len(names))
+    for ax, values, label in ((axes[0], params, "parameters (M)"), (axes[1], flops, "GFLOPs")):
+        scaled = np.asarray(values, dtype=np.float64) / (1e6 if "param" in label else 1e9)
+        bars = ax.bar(positions, scaled, color="#4c78a8")
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks(positions, list(names), rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+# ----------------------------------------------------------------------------- tables and captions
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2) -> str:
+    """A GitHub/MyST markdown table; floats are printed with `digits` decimals (3 significant digits
+    when that would print a non-zero value as 0), None and non-finite values as a dash."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float | np.floating):
+            if not np.isfinite(value):
+                return "-"
+            small = value != 0 and abs(value) < 0.5 * 10.0**-digits
+            return f"{value:.3g}" if small else f"{value:.{digits}f}"
+        return str(value).replace("|", "\\|")
+
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"table row {i} has {len(row)} cells, the header has {len(header)}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def provenance(*sources: Path | str | Mapping[str, Any]) -> str:
+    """One line saying what made a result: data kind, preset, commit, data checksum, date, hardware.
+
+    Each source is a run folder, a results/config JSON file, or an already-loaded dict; its fields are
+    read from its "provenance" entry and its top level, and a later source overrides an earlier one
+    (e.g. the run's config.json, then the evaluation's results). In a run folder, results.json is read
+    if present, else config.json. A missing field is an error naming the files, never a silent blank.
+    """
+    if not sources:
+        raise ValueError("provenance needs at least one source")
+    fields: dict[str, Any] = {}
+    origins = []
+    for source in sources:
+        record, origin = _load_record(source)
+        nested = record.get("provenance")
+        fields.update({k: record[k] for k in PROVENANCE_FIELDS if k in record})
+        if isinstance(nested, Mapping):
+            fields.update({k: nested[k] for k in PROVENANCE_FIELDS if k in nested})
+        origins.append(origin)
+    missing = [name for name in PROVENANCE_FIELDS if fields.get(name) in (None, "")]
+    if missing:
+        raise KeyError(f"{', '.join(origins)}: provenance field(s) {', '.join(missing)} missing")
+    return (
+        f"{fields['data_kind']} data, preset {fields['preset']}, commit {str(fields['commit'])[:12]}, "
+        f"data checksum {str(fields['data_checksum'])[:12]}, {_utc(fields['date'])}, {fields['hardware']}"
+    )
+
+
+def _utc(value: Any) -> str:
+    """An ISO date-time as "YYYY-MM-DD HH:MM UTC" (naive ones are taken as UTC); other text as it is."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _load_record(source: Path | str | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    if isinstance(source, Mapping):
+        return source, "record"
+    path = Path(source)
+    if path.is_dir():
+        candidates = [path / "results.json", path / "config.json"]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path}: no results.json or config.json to read the provenance from")
+        path = found[0]
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle), str(path)
+
+
+def data_line(data_kind: str, root: Path | str, train: int, test: int, digest: str) -> str:
+    """What a data figure shows: kind, where, how many faces, and the data checksum (of the annotations)."""
+    return f"{data_kind} data in {root}, {train} train + {test} test faces, data checksum {digest[:12]}"
+
+
+def caption(text: str, *sources: Path | Mapping[str, Any]) -> str:
+    """Markdown caption: the text, then the provenance line of the run that made the figure or table."""
+    suffix = f" *({provenance(*sources)})*" if sources else ""
+    return f"**{text}**{suffix}"
+
+
+def show(item: Figure | str, text: str | None = None, *sources: Path | Mapping[str, Any]) -> None:
+    """Display a figure (or a markdown table) in a notebook, then its caption with the provenance of
+    `sources` (run folders, results/config JSON paths or loaded records; see `provenance`)."""
+    from IPython.display import Image, Markdown, display
+
+    if any(isinstance(source, str) for source in sources):
+        raise TypeError("show() takes Paths or records as sources; put plain text into the caption text")
+    display(Markdown(item) if isinstance(item, str) else Image(data=figure_png(item)))
+    if text is not None:
+        display(Markdown(caption(text, *sources)))

@@ -1,0 +1,227 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The HRNetV2 architecture
+#
+# HRNet (Sun et al., CVPR 2019; Wang et al., TPAMI 2020) keeps a high-resolution representation
+# through the whole network instead of recovering it from a low-resolution one. After a stem of two
+# stride-2 convolutions (a quarter of the input resolution) and a first stage of bottleneck blocks, each
+# new stage adds a branch at half the resolution of the last one; within a stage every branch runs its
+# own residual blocks and then all branches exchange information (each output branch sums every input
+# branch, upsampled or strided to its resolution). HRNetV2's head upsamples the four final branches to
+# the highest resolution, concatenates them (18 + 36 + 72 + 144 = 270 channels for W18) and predicts one
+# heatmap per landmark with two 1x1 convolutions.
+#
+# Everything below is measured on the model that `hrnet_lib.build_model` returns: the shapes with
+# forward hooks, the parameters by counting, the FLOPs with torch's own `FlopCounterMode`.
+
+# %% tags=["parameters"]
+data_root = "data/synthetic"
+data_kind = "synthetic"
+preset = "cpu-default"
+nproc = 1
+run_dir = "runs/cpu-default"
+rerun = False
+synth_train = 1500
+synth_test = 500
+
+# %%
+import torch
+
+from hrnet_lib import build_model, viz
+from hrnet_lib.model.inference import STAGES, model_summary
+from hrnet_lib.train.presets import get_preset
+
+# Published reference figures (FACTS.md): the HRNet paper's W18 landmark model and mmpose's count.
+PAPER_PARAMS_M, PAPER_GFLOPS, MMPOSE_PARAMS = 9.3, 4.3, 9_662_528
+
+torch.manual_seed(0)
+model = build_model("hrnetv2_w18", num_keypoints=98)
+summary = model_summary(model, input_size=256)
+print(f"hrnetv2_w18: {summary['params']['total']:,} parameters, output {summary['output_shape']}")
+
+# %% [markdown]
+# ## Stages and branches, drawn from the model
+#
+# One column per stage; one box per branch with its channels and feature-map size for a 256x256 input.
+# The arrows are the fusion at the end of each stage, where every branch feeds every branch of the next.
+
+# %%
+modules = {f"stage{i}": getattr(model.config, f"stage{i}") for i in range(1, 5)}
+branch_stages = [("stem", summary["shapes"]["stem"])] + [
+    (f"{name}\n{cfg.num_modules} module(s) x {cfg.num_blocks[0]} {cfg.block}", summary["shapes"][name])
+    for name, cfg in modules.items()
+]
+head_shapes = [
+    ("concat (V2)", (sum(c for c, _, _ in summary["shapes"]["stage4"]), *summary["shapes"]["stage4"][0][1:])),
+    ("heatmaps", tuple(summary["output_shape"])),
+]
+viz.show(
+    viz.plot_architecture(branch_stages, head_shapes, input_shape=(3, 256, 256)),
+    "HRNetV2-W18 as built by hrnet_lib.build_model: the output shape of each stage's branches (C, H x W), "
+    "measured with forward hooks on a 256x256 input.",
+)
+
+# %% [markdown]
+# ## Feature-map shapes
+
+# %%
+rows = []
+for name in ("stem", "stage1", "stage2", "stage3", "stage4", "head"):
+    for branch, (channels, height, width) in enumerate(summary["shapes"][name]):
+        rows.append([name, branch, channels, f"{height} x {width}", 256 // height])
+viz.show(
+    viz.markdown_table(["stage", "branch", "channels", "feature map", "stride"], rows),
+    "Output of every stage per branch for one 256x256 image (measured).",
+)
+
+# %% [markdown]
+# ## Parameters and FLOPs per stage
+#
+# The paper quotes 9.3 M parameters and 4.3 GFLOPs for HRNetV2-W18 on WFLW, and mmpose's implementation
+# has 9,662,528 parameters (98 heatmaps). FLOPs are counted here as torch counts them (a multiply-add is 2
+# FLOPs); papers count multiply-adds, so the comparable number is half of torch's count (GMACs).
+
+# %%
+parts = [name for name in STAGES if summary["params"][name] or summary["flops"][name]]
+rows = [
+    [name, f"{summary['params'][name]:,}", summary["flops"][name] / 1e9, summary["gmacs"][name]]
+    for name in parts
+]
+rows.append(
+    ["total", f"{summary['params']['total']:,}", summary["flops"]["total"] / 1e9, summary["gmacs"]["total"]]
+)
+viz.show(
+    viz.markdown_table(["part", "parameters", "GFLOPs (torch)", "GMACs"], rows, digits=3),
+    "Parameters and FLOPs of HRNetV2-W18 (98 points, 256x256) per part, counted on the model.",
+)
+total_m = summary["params"]["total"] / 1e6
+reference = [
+    ["parameters (M)", total_m, PAPER_PARAMS_M, MMPOSE_PARAMS / 1e6],
+    ["GMACs at 256x256", summary["gmacs"]["total"], PAPER_GFLOPS, None],
+]
+viz.show(
+    viz.markdown_table(["", "hrnet_lib (measured)", "paper", "mmpose"], reference, digits=3),
+    f"Measured totals beside the published ones; parameters equal mmpose's exactly: "
+    f"{summary['params']['total'] == MMPOSE_PARAMS}.",
+)
+viz.show(
+    viz.plot_stage_costs(parts, [summary["params"][p] for p in parts], [summary["flops"][p] for p in parts]),
+    "Where the parameters and the FLOPs of HRNetV2-W18 are: the low-resolution branches hold most "
+    "parameters, the high-resolution branch and the head most of the computation.",
+)
+
+# %% [markdown]
+# ## The model of this book's preset
+#
+# The GPU presets train the network above; the CPU presets use the smaller HRNetV2-W18-small-v2 at a
+# lower resolution so that training fits a 2-core machine.
+
+# %%
+config = get_preset(preset)
+small = build_model(config.model, num_keypoints=config.num_keypoints)
+small_summary = model_summary(small, input_size=config.input_size)
+rows = [
+    [
+        name,
+        f"{s['params']['total']:,}",
+        s["gmacs"]["total"],
+        " / ".join(f"{c}x{h}x{w}" for c, h, w in s["shapes"]["stage4"]),
+    ]
+    for name, s in (("hrnetv2_w18 @256", summary), (f"{config.model} @{config.input_size}", small_summary))
+]
+viz.show(
+    viz.markdown_table(["model", "parameters", "GMACs", "stage-4 branches"], rows, digits=3),
+    f"The published model and the one preset {preset} trains (measured).",
+)
+
+# %% [markdown]
+# ## What the weight loader does with each checkpoint layout
+#
+# `hrnet_lib.load_weights(model, path_or_state_dict)` detects the layout from the keys and renames it
+# to the model's own names (the official release's, as timm's `hrnet_w18` uses them):
+#
+# - **mmpose 0.x** (the published WFLW checkpoint): `backbone.*` and `keypoint_head.final_layer.{0,1,3}`,
+#   inside a dict with `state_dict` and `meta`;
+# - **mmpose 1.x**: `backbone.*`, `head.conv_layers.{0,1}` and `head.final_layer`;
+# - **ImageNet** (official / timm classifier): the backbone is loaded, the classification head
+#   (`incre_modules`, `downsamp_modules`, `final_layer`, `classifier`) is ignored and reported, and the
+#   heatmap head keeps its initialisation: this is how training starts from ImageNet weights;
+# - the project's own checkpoints (`{"model": state_dict, "config": ...}`).
+#
+# Each layout below is made from one reference model's weights and loaded into a fresh model; for the
+# complete layouts, the loaded model's heatmaps equal the reference's exactly. Loading is strict: the
+# last row loads W18-small-v2 weights (fewer blocks) into W18 and gets one error that lists every
+# missing key.
+
+# %%
+from hrnet_lib import load_weights
+from hrnet_lib.model.inference import calibrate_batchnorm
+from hrnet_lib.model.weights import WeightsMismatchError, to_mmpose_state_dict
+
+torch.manual_seed(1)
+# BatchNorm statistics from one batch give the reference O(1) activations (a fresh HRNet's are ~1e-8),
+# so that equal outputs below mean equal weights.
+reference = calibrate_batchnorm(build_model("hrnetv2_w18"), torch.randn(2, 3, 64, 64))
+own = reference.state_dict()
+backbone = {k: v for k, v in own.items() if not k.startswith("head.")}
+classifier = {
+    "incre_modules.0.0.conv1.weight": torch.zeros(32, 18, 1, 1),
+    "classifier.weight": torch.zeros(1000, 2048),
+}
+layouts = {
+    "project checkpoint": {"model": own, "config": {"model": "hrnetv2_w18"}, "epoch": 60},
+    "mmpose 0.x file": {"state_dict": to_mmpose_state_dict(own, 0), "meta": {"mmpose_version": "0.x"}},
+    "mmpose 1.x file": {"state_dict": to_mmpose_state_dict(own, 1), "meta": {}},
+    "ImageNet classifier (official / timm)": {**backbone, **classifier},
+}
+image = torch.randn(1, 3, 64, 64)  # any multiple of 32: the weights, not the size, are compared
+with torch.no_grad():
+    expected_features, expected = reference.forward_features(image), reference(image)
+rows = []
+for name, weights in layouts.items():
+    fresh = build_model("hrnetv2_w18").eval()
+    report = load_weights(fresh, weights)
+    with torch.no_grad():
+        pairs = zip(fresh.forward_features(image), expected_features, strict=True)
+        features = all(torch.equal(a, b) for a, b in pairs)
+        heatmaps = bool(torch.equal(fresh(image), expected))
+    rows.append(
+        [name, report.layout, report.loaded, len(report.ignored), len(report.missing), features, heatmaps]
+    )
+try:
+    load_weights(build_model("hrnetv2_w18"), build_model("hrnetv2_w18_small_v2").state_dict())
+except WeightsMismatchError as error:
+    message = str(error).splitlines()
+    rows.append(["W18-small-v2 weights into W18", "own", 0, 0, 0, "error:", message[1].strip()])
+header = ["weights", "layout", "loaded", "ignored", "kept at init", "same features", "same heatmaps"]
+viz.show(
+    viz.markdown_table(header, rows),
+    "load_weights on each layout, made from one reference model: tensors loaded, keys ignored and model keys "
+    "kept at initialisation; 'same features' and 'same heatmaps' compare the loaded model's four branch "
+    "outputs and heatmaps with the reference's on a random image (ImageNet weights have no heatmap head).",
+)
+print("\n".join(message[:6]))
+
+# %% [markdown]
+# When mmpose's released checkpoint is in `data/`, its load report is shown here too.
+
+# %%
+from hrnet_lib import book
+
+published = book.repo_path(book.PUBLISHED_CHECKPOINT)
+if published.is_file():
+    print(load_weights(build_model("hrnetv2_w18"), published))
+else:
+    print(f"{book.PUBLISHED_CHECKPOINT} is not present; nothing to load")

@@ -1,0 +1,131 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Multi-GPU training
+#
+# The published model was trained by mmpose on 8 GPUs with 64 images each: a global batch of 512, Adam
+# at a learning rate of $2 \times 10^{-3}$ without weight decay, a linear warm-up from $0.001\times$ over
+# the first 500 iterations, the rate divided by 10 at epochs 40 and 55, and 60 epochs, on the MSE between
+# predicted and target heatmaps (weighted per landmark).
+#
+# `python -m hrnet_lib train` runs that recipe under `torchrun`: one process per GPU (NCCL), or gloo
+# processes on a CPU. Each process gets its share of every global batch, so a global batch holds the
+# same faces whatever the number of processes; rank 0 alone validates, logs and saves. Validation runs
+# every epoch on a held-out part of the training split, never on the test set.
+#
+# This notebook launches the training with the chosen number of processes and streams its progress
+# here. A finished run in the run folder is reused, not redone (set `rerun = True` to train again); an
+# interrupted one is resumed exactly where it stopped.
+
+# %% tags=["parameters"]
+data_root = "data/synthetic"
+data_kind = "synthetic"
+preset = "cpu-default"
+nproc = 1
+run_dir = "runs/cpu-default"
+rerun = False
+synth_train = 1500
+synth_test = 500
+
+# %%
+import json
+
+import numpy as np
+
+from hrnet_lib import book, viz
+
+root = book.ensure_data(data_root, data_kind, synth_train, synth_test)
+run = book.ensure_run(run_dir, preset, root, nproc, rerun)
+provenance = book.run_provenance(run, data_kind, preset, root)
+print(viz.provenance(provenance))
+
+# %% [markdown]
+# ## The run's configuration
+#
+# The resolved configuration is stored in the run folder with the commit and a checksum of the
+# annotation files, so every figure here can say exactly what produced it.
+
+# %%
+with open(run / "config.json", encoding="utf-8") as handle:
+    info = json.load(handle)
+config = info["config"]
+keys = [
+    "model",
+    "input_size",
+    "heatmap_size",
+    "sigma",
+    "global_batch",
+    "epochs",
+    "lr",
+    "warmup_iters",
+    "milestones",
+    "flip_prob",
+    "rot_sigma",
+    "rot_prob",
+]
+rows = [[key, config[key]] for key in keys]
+rows += [
+    ["processes (world size)", info["world_size"]],
+    ["device", info["device"]],
+    ["micro-batch x accumulation", f"{info['micro_batch']} x {info['accumulation']}"],
+    ["training / validation faces", f"{info['train_faces']} / {info['val_faces']}"],
+    ["steps per epoch / total", f"{info['iters_per_epoch']} / {info['total_iters']}"],
+]
+viz.show(
+    viz.markdown_table(["setting", "value"], rows), "Resolved training configuration of this run.", provenance
+)
+
+# %% [markdown]
+# ## Learning rate, loss, validation NME and throughput
+#
+# All four curves are read from `RUN/log.jsonl`, written by rank 0 while training: one record every
+# `log_every` steps (mean loss over the window, learning rate, images per second over all processes,
+# time spent waiting for data) and one per epoch with the validation NME.
+
+# %%
+steps, validations = book.read_log(run)
+series = {
+    key: np.array([record[key] for record in steps]) for key in ("iteration", "lr", "loss", "images_per_s")
+}
+fig = viz.plot_training(
+    series["iteration"],
+    series["lr"],
+    series["loss"],
+    series["images_per_s"],
+    np.array([record["epoch"] + 1 for record in validations]),
+    np.array([record["val_nme"] for record in validations]),
+)
+viz.show(
+    fig,
+    "Learning-rate schedule, training loss, validation NME (held-out training faces) and throughput of this run.",
+    provenance,
+)
+
+# %%
+wait = np.array([record["data_wait_share"] for record in steps])
+best = min(validations, key=lambda record: record["val_nme"])
+rows = [
+    ["steps logged", len(steps)],
+    ["median images / s (all processes)", float(np.median(series["images_per_s"]))],
+    ["median images / s per process", float(np.median([r["images_per_s_per_device"] for r in steps]))],
+    ["median share of step time waiting for data", float(np.median(wait))],
+    ["final training loss", float(series["loss"][-1])],
+    ["best validation NME (%)", 100 * best["val_nme"]],
+    ["epoch of the best validation NME", best["epoch"] + 1],
+]
+viz.show(
+    viz.markdown_table(["measure", "value"], rows, digits=4),
+    "Throughput and outcome of this run.",
+    provenance,
+)

@@ -1,0 +1,229 @@
+"""The book: the smoke build executes all four notebooks through papermill and builds the offline HTML.
+
+The build runs once per session (module fixture, about 2-3 minutes on 2 cores) into a temporary book
+folder, with its private synthetic data and training run kept so the pages can be checked against the
+run's own files.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from hrnet_lib import book
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_COLUMNS = ["NME (%)", "test", "pose", "illumination", "occlusion", "blur", "makeup", "expression"]
+PAGES = {
+    "intro.html": 0,
+    "generated/01-wflw-data.html": 5,  # counts, faces, augmentation steps, heatmaps, flip pairs, mirror
+    "generated/02-hrnetv2-architecture.html": 2,  # architecture, stage costs
+    "generated/03-multi-gpu-training.html": 1,  # training curves
+    "generated/04-subset-evaluation.html": 3,  # CED, per-landmark error, best and worst faces
+    "reproduction.html": 0,
+}
+
+
+class Page(HTMLParser):
+    """What the tests look at in a page: images, scripts, stylesheets, tables and the text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.scripts: list[str] = []
+        self.links: list[tuple[str, str]] = []
+        self.tables: list[list[list[str]]] = []
+        self.text: list[str] = []
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {key: value or "" for key, value in attrs}
+        if tag == "img":
+            self.images.append(values.get("src", ""))
+        elif tag == "script" and "src" in values:
+            self.scripts.append(values["src"])
+        elif tag == "link":
+            self.links.append((values.get("rel", ""), values.get("href", "")))
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.tables and self.tables[-1]:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Build the smoke book once: its HTML folder, and the work folder with the private data and run."""
+    base = tmp_path_factory.mktemp("book")
+    work, out = base / "work", base / "book"
+    command = [
+        sys.executable,
+        "-m",
+        "hrnet_lib.book",
+        "--preset",
+        "smoke",
+        "--work",
+        str(work),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    if result.returncode != 0:
+        tail = f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        pytest.fail(f"smoke book build failed ({result.returncode}):\n{tail}")
+    return {"html": out / "_build" / "html", "run": work / "run", "out": out}
+
+
+def read(built: dict[str, Path], page: str) -> Page:
+    return Page((built["html"] / page).read_text(encoding="utf-8"))
+
+
+def test_every_page_exists_with_its_figures_embedded(built: dict[str, Path]) -> None:
+    html = built["html"]
+    for page, figures in PAGES.items():
+        path = html / page
+        assert path.is_file(), f"missing page {page}"
+        parsed = read(built, page)
+        pictures = [src for src in parsed.images if "logo" not in src]
+        assert len(pictures) >= figures, f"{page}: {len(pictures)} images, expected at least {figures}"
+        for src in pictures:
+            if src.startswith("data:"):
+                assert src.startswith("data:image/"), src[:40]
+                continue
+            image = (path.parent / src).resolve()
+            assert image.is_file(), f"{page}: image {src} not in the build"
+            assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{page}: {src} is not a PNG"
+            assert image.stat().st_size > 2000, f"{page}: {src} is (nearly) empty"
+
+
+def test_no_generated_notebook_keeps_an_error_and_parameters_were_injected(built: dict[str, Path]) -> None:
+    for name in book.NOTEBOOKS:
+        notebook = json.loads((built["out"] / "generated" / f"{name}.ipynb").read_text())
+        outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
+        assert not [o for o in outputs if o.get("output_type") == "error"], name
+        injected = [c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert len(injected) == 1 and 'preset = "smoke"' in "".join(injected[0]["source"]), name
+
+
+def test_evaluation_page_has_the_seed_table_with_this_runs_numbers(built: dict[str, Path]) -> None:
+    page = read(built, "generated/04-subset-evaluation.html")
+    tables = [t for t in page.tables if t and t[0] == SEED_COLUMNS]
+    assert tables, "no table in the seed's form on the evaluation page"
+    rows = {row[0]: row[1:] for row in tables[0][1:]}
+    assert rows["published HRNetV2-W18 (mmpose)"] == ["4.06", "6.97", "3.99", "4.83", "4.58", "3.94", "4.33"]
+    results = json.loads((built["run"] / "results.json").read_text())
+    model = results["table"]["model"]
+    expected = ["-" if model[c]["nme"] is None else f"{model[c]['nme']:.2f}" for c in SEED_COLUMNS[1:]]
+    assert rows["this run"] == expected
+
+
+def test_training_ran_with_two_processes_and_its_curves_come_from_the_log(built: dict[str, Path]) -> None:
+    info = json.loads((built["run"] / "config.json").read_text())
+    assert info["world_size"] == book.default_nproc("smoke", 0)
+    page = read(built, "generated/03-multi-gpu-training.html")
+    settings = {row[0]: row[1] for table in page.tables for row in table[1:] if len(row) == 2}
+    assert settings["processes (world size)"] == str(info["world_size"])
+    assert settings["steps per epoch / total"] == f"{info['iters_per_epoch']} / {info['total_iters']}"
+
+
+def test_captions_state_the_runs_provenance(built: dict[str, Path]) -> None:
+    info = json.loads((built["run"] / "config.json").read_text())
+    for page in (
+        "generated/03-multi-gpu-training.html",
+        "generated/04-subset-evaluation.html",
+        "reproduction.html",
+    ):
+        text = " ".join(" ".join(read(built, page).text).split())
+        for fact in ("synthetic data", "preset smoke", f"commit {info['commit'][:12]}", "UTC"):
+            assert fact in text, f"{page}: caption lacks {fact!r}"
+        assert f"data checksum {info['data_manifest_sha256'][:12]}" in text, page
+
+
+def test_html_loads_no_remote_script_or_stylesheet_and_mathjax_is_local(built: dict[str, Path]) -> None:
+    html = built["html"]
+    mathjax = []
+    for path in sorted(html.rglob("*.html")):
+        page = Page(path.read_text(encoding="utf-8"))
+        hrefs = [href for rel, href in page.links if rel in ("stylesheet", "preload")]
+        for url in page.scripts + hrefs:
+            assert not url.startswith(("http:", "https:", "//")), f"{path.relative_to(html)} loads {url}"
+        mathjax += [
+            (path.parent / src.split("?")[0]).resolve() for src in page.scripts if "mathjax" in src.lower()
+        ]
+    assert mathjax, "no page loads MathJax"
+    assert all(p.is_file() for p in mathjax), "a MathJax script is missing from the build"
+
+
+def test_remote_assets_finds_remote_scripts_and_stylesheets(tmp_path: Path) -> None:
+    (tmp_path / "a.html").write_text(
+        '<script src="https://cdn.example/x.js"></script><link rel="stylesheet" href="//cdn.example/s.css">'
+        '<script src="_static/local.js"></script><a href="https://example.org">a link is fine</a>'
+    )
+    found = book.remote_assets(tmp_path)
+    assert len(found) == 2 and all(line.startswith("a.html: ") for line in found)
+    with pytest.raises(book.BookError, match="remote scripts"):
+        book.check_offline(tmp_path)
+
+
+def test_read_log_splits_records_and_names_a_bad_line(tmp_path: Path) -> None:
+    lines = [{"iteration": 1, "loss": 0.5}, {"iteration": 2, "epoch": 0, "val_nme": 0.3}, {"iteration": 3}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    steps, validations = book.read_log(tmp_path)
+    assert [s["iteration"] for s in steps] == [1, 3] and validations == [lines[1]]
+    (tmp_path / "log.jsonl").write_text('{"iteration": 1}\n{not json\n')
+    with pytest.raises(ValueError, match="log.jsonl:2"):
+        book.read_log(tmp_path)
+
+
+def test_smoke_parameters_use_the_private_work_folder(tmp_path: Path) -> None:
+    parameters = book.notebook_parameters("smoke", "runs/x", "data/WFLW", "wflw", 2, tmp_path)
+    assert parameters["data_root"] == str(tmp_path / "data") and parameters["run_dir"] == str(
+        tmp_path / "run"
+    )
+    assert parameters["data_kind"] == "synthetic" and parameters["nproc"] == 2
+    assert book.repo_path("runs/x") == REPO / "runs" / "x" and book.repo_path(tmp_path) == tmp_path
+    assert not book.run_finished(tmp_path)
+    with pytest.raises(ValueError, match="work folder"):
+        book.notebook_parameters("smoke", "runs/x", "data", "synthetic", 2, None)
+
+
+def test_each_notebook_source_has_one_parameters_cell_with_the_shared_names() -> None:
+    import jupytext
+
+    names = None
+    for name in book.NOTEBOOKS:
+        notebook = jupytext.read(book.NBS / f"{name}.py")
+        cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, name
+        assigned = [line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line]
+        assert names is None or assigned == names, name
+        names = assigned
+    assert set(book.notebook_parameters("smoke", "r", "d", "synthetic", 2, Path("w"))) == set(names or [])
+
+
+def test_stream_echoes_lines_throttles_progress_and_reports_failures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    book.stream([sys.executable, "-c", "import sys; sys.stdout.write('10%\\r20%\\r30%\\rdone\\n')"])
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert lines == ["10%", "done"]  # progress updates within 5 s after a printed one are skipped
+    script = "import sys; print('step 1'); print('bad input', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(book.CommandError, match=r"status 3; its last output:\nstep 1\nbad input"):
+        book.stream([sys.executable, "-c", script])

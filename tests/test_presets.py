@@ -1,0 +1,89 @@
+"""Presets and `key=value` overrides: the published recipe's values, typed parsing, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hrnet_lib.train.presets import PRESETS, ConfigError, TrainConfig, apply_overrides, get_preset
+
+
+def test_published_recipe_matches_facts() -> None:
+    """wflw-mmpose is the mmpose config of the published 4.06 (FACTS.md), 8 GPUs x 64."""
+    cfg = get_preset("wflw-mmpose")
+    assert (cfg.model, cfg.input_size, cfg.heatmap_size, cfg.sigma) == ("hrnetv2_w18", 256, 64, 2.0)
+    assert (cfg.global_batch, cfg.per_device_batch, cfg.epochs) == (512, 64, 60)
+    assert (cfg.lr, cfg.weight_decay, cfg.warmup_iters, cfg.warmup_ratio) == (2e-3, 0.0, 500, 0.001)
+    assert (cfg.milestones, cfg.gamma) == ((40, 55), 0.1)
+    assert (cfg.flip_prob, cfg.scale_sigma, cfg.scale_range) == (0.5, 0.25, (0.75, 1.25))
+    assert (cfg.rot_sigma, cfg.rot_max, cfg.rot_prob) == (30.0, 60.0, 0.6)
+    assert cfg.global_batch // cfg.per_device_batch == 8
+
+
+def test_one_gpu_preset_keeps_the_recipe_and_global_batch() -> None:
+    one, eight = get_preset("wflw-1gpu"), get_preset("wflw-mmpose")
+    differ = {
+        f.name for f in dataclasses.fields(TrainConfig) if getattr(one, f.name) != getattr(eight, f.name)
+    }
+    assert differ <= {"per_device_batch", "workers"}
+    assert one.global_batch == 512 and 512 % one.per_device_batch == 0
+
+
+def test_presets_are_fresh_copies() -> None:
+    a = get_preset("smoke")
+    a.epochs = 99
+    assert get_preset("smoke").epochs != 99
+    assert set(PRESETS) == {"wflw-mmpose", "wflw-1gpu", "cpu-default", "smoke"}
+    for name in PRESETS:
+        cfg = get_preset(name)
+        assert cfg.input_size % 32 == 0 and cfg.input_size == 4 * cfg.heatmap_size
+
+
+def test_overrides_are_parsed_by_field_type() -> None:
+    cfg = apply_overrides(
+        get_preset("smoke"),
+        ["epochs=3", "lr=1e-4", "milestones=2,5", "scale_range=0.8,1.2", "bf16=false"]
+        + ["per_device_batch=none", "model=hrnetv2_w32", "deterministic=1"],
+    )
+    assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
+    assert cfg.lr == 1e-4
+    assert cfg.milestones == (2, 5)
+    assert cfg.scale_range == (0.8, 1.2)
+    assert cfg.bf16 is False and cfg.deterministic is True
+    assert cfg.per_device_batch is None
+    assert cfg.model == "hrnetv2_w32"
+    assert apply_overrides(cfg, ["per_device_batch=2"]).per_device_batch == 2
+    assert apply_overrides(cfg, ["milestones=7"]).milestones == (7,)
+
+
+def test_config_round_trips_through_a_plain_dict() -> None:
+    cfg = apply_overrides(get_preset("cpu-default"), ["milestones=1,2,3"])
+    data = cfg.to_dict()
+    assert data["milestones"] == [1, 2, 3]
+    assert TrainConfig.from_dict(data) == cfg
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        TrainConfig.from_dict({**data, "nope": 1})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("nope=1", "unknown config key 'nope'"),
+        ("epochs=three", "bad value 'three' for 'epochs'"),
+        ("epochs", "not of the form key=value"),
+        ("bf16=maybe", "expected true or false"),
+        ("scale_range=1.0", "expected 2 comma-separated values"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(get_preset("smoke"), [override])
+
+
+def test_unknown_preset_lists_the_valid_names() -> None:
+    with pytest.raises(ConfigError) as info:
+        get_preset("wflw-9gpu")
+    assert "wflw-9gpu" in str(info.value)
+    for name in PRESETS:
+        assert name in str(info.value)

@@ -1,0 +1,364 @@
+"""Training loop: the recipe's schedule and loss, DDP = one process, exact resume after SIGKILL, errors.
+
+Runs the real command (`python -m hrnet_lib train`, under torchrun for DDP) on a tiny synthetic WFLW.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hrnet_lib.data.synthetic import synthesize
+from hrnet_lib.data.wflw import load_split
+from hrnet_lib.model.hrnet import build_model
+from hrnet_lib.train.checkpoint import load_checkpoint
+from hrnet_lib.train.loop import ResumableSampler, heatmap_loss, lr_at, main, split_train_val
+from hrnet_lib.train.presets import apply_overrides, get_preset
+
+REPO = Path(__file__).resolve().parents[1]
+# One compute thread per training process: under a parallel test run, two-thread processes on two cores
+# slow each other down many times over (OpenMP threads spin while waiting).
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 training faces (about 18 train + 6 validation with the smoke preset), 4 test faces."""
+    root = tmp_path_factory.mktemp("wflw-synth")
+    synthesize(root, n_train=24, n_test=4, seed=0, progress=False)
+    return root
+
+
+def run_train(args: list[str], torchrun: int = 0, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The training command in a fresh process (under torchrun with `torchrun` processes when > 0)."""
+    launcher = [sys.executable, "-m", "hrnet_lib", "train"]
+    if torchrun:
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={torchrun}",
+        ]
+        launcher += ["-m", "hrnet_lib", "train"]
+    proc = subprocess.run(
+        launcher + args, cwd=REPO, env=ONE_THREAD, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The recipe
+
+
+def test_lr_schedule_of_the_published_recipe() -> None:
+    """mmpose: base 2e-3, linear warm-up from 0.001x over 500 steps, x0.1 from epochs 40 and 55."""
+    cfg = get_preset("wflw-mmpose")
+    ipe = 13  # steps per epoch of 7,125 training faces at batch 512
+    assert lr_at(0, ipe, cfg) == pytest.approx(2e-6)
+    assert lr_at(250, ipe, cfg) == pytest.approx(2e-3 * (0.001 + 0.999 * 0.5))
+    assert lr_at(499, ipe, cfg) == pytest.approx(2e-3 * (0.001 + 0.999 * 499 / 500))
+    assert lr_at(500, ipe, cfg) == pytest.approx(2e-3)  # end of warm-up
+    assert lr_at(40 * ipe - 1, ipe, cfg) == pytest.approx(2e-3)  # last step of epoch 39
+    assert lr_at(40 * ipe, ipe, cfg) == pytest.approx(2e-4)  # first step of epoch 40
+    assert lr_at(55 * ipe - 1, ipe, cfg) == pytest.approx(2e-4)
+    assert lr_at(55 * ipe, ipe, cfg) == pytest.approx(2e-5)
+    assert lr_at(60 * ipe - 1, ipe, cfg) == pytest.approx(2e-5)
+    warmup = [lr_at(i, ipe, cfg) for i in range(501)]
+    assert all(a < b for a, b in zip(warmup, warmup[1:-1], strict=False))
+    # A milestone inside the warm-up: both factors apply (mmcv scales the stepped lr).
+    assert lr_at(200, 5, cfg) == pytest.approx(2e-3 * 0.1 * (0.001 + 0.999 * 200 / 500))
+
+
+def test_loss_is_mmpose_joints_mse_with_target_weights() -> None:
+    """Per-keypoint MSE of (pred * w) against (gt * w), averaged over keypoints (mmpose JointsMSELoss)."""
+    gen = torch.Generator().manual_seed(0)
+    pred, gt = torch.rand(3, 5, 4, 4, generator=gen), torch.rand(3, 5, 4, 4, generator=gen)
+    weight = torch.tensor([[1.0, 0, 1, 1, 0], [1, 1, 1, 1, 1], [0, 0, 0, 1, 0]])
+    per_joint = [
+        F.mse_loss(
+            pred[:, k].reshape(3, -1) * weight[:, k, None], gt[:, k].reshape(3, -1) * weight[:, k, None]
+        )
+        for k in range(5)
+    ]
+    assert heatmap_loss(pred, gt, weight).item() == pytest.approx(
+        torch.stack(per_joint).mean().item(), rel=1e-6
+    )
+    # By hand: prediction 0, target 1 everywhere, half the keypoints weighted -> 0.5.
+    assert (
+        heatmap_loss(torch.zeros(1, 2, 3, 3), torch.ones(1, 2, 3, 3), torch.tensor([[1.0, 0.0]])).item()
+        == 0.5
+    )
+
+
+def test_validation_split_is_deterministic_and_keeps_images_whole(data: Path) -> None:
+    faces = load_split(data, "train")
+    train, val = split_train_val(faces, 0.25, seed=0)
+    again, val_again = split_train_val(faces, 0.25, seed=0)
+    assert [f.source for f in train] == [f.source for f in again] and [f.source for f in val] == [
+        f.source for f in val_again
+    ]
+    assert len(train) + len(val) == len(faces)
+    assert {f.image for f in train}.isdisjoint({f.image for f in val})
+    assert 6 <= len(val) <= 8  # whole images: at least the target, at most one image more
+    assert {f.source for f in split_train_val(faces, 0.25, seed=1)[1]} != {f.source for f in val}
+
+
+def test_sampler_gives_every_world_size_the_same_global_batches() -> None:
+    """Process r holds the r-th share of each global batch; skip resumes inside an epoch."""
+    dataset = list(range(43))
+    global_batch = 8
+    one = list(ResumableSampler(dataset, 1, 0, seed=3).__iter__())
+    shares = []
+    for rank in range(4):
+        sampler = ResumableSampler(dataset, 4, rank, seed=3)
+        shares.append(list(sampler))
+    for step in range(43 // global_batch):
+        single = set(one[step * global_batch : (step + 1) * global_batch])
+        spread = {i for share in shares for i in share[step * 2 : (step + 1) * 2]}
+        assert single == spread
+    sampler = ResumableSampler(dataset, 2, 1, seed=3)
+    sampler.set_epoch(5)
+    full = list(sampler)
+    sampler.set_epoch(5, skip=6)
+    assert list(sampler) == full[6:] and len(sampler) == len(full) - 6
+    sampler.set_epoch(6)
+    assert list(sampler) != full
+
+
+# --------------------------------------------------------------------------------------------------------
+# Learning, distribution, resume
+
+
+def test_tiny_set_is_overfit(data: Path, tmp_path: Path) -> None:
+    """Seven faces, no augmentation, full-batch steps: the heatmap loss falls well below its start
+    (the loss of the all-zero output the initialisation gives), and keeps falling."""
+    run = tmp_path / "overfit"
+    overrides = ["limit=8", "val_fraction=0.1", "epochs=30", "global_batch=7", "lr=1e-3", "warmup_iters=1"]
+    overrides += ["milestones=1000", "flip_prob=0", "rot_prob=0", "scale_sigma=0", "log_every=1"]
+    code = main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), *overrides])
+    assert code == 0
+    losses = [r["loss"] for r in read_log(run) if "loss" in r]
+    assert len(losses) == 30
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert np.mean(losses[-5:]) < np.mean(losses[-10:-5]) < np.mean(losses[-15:-10]), losses
+
+
+def test_two_processes_make_the_same_update_as_one(data: Path, tmp_path: Path) -> None:
+    """torchrun, 2 gloo processes x 2 images = 1 process x 4 images = 1 process x 2 x 2 accumulated.
+
+    BatchNorm statistics are frozen (freeze_bn) since per-process batch statistics differ by design
+    (SyncBatchNorm would share them, but has no CPU kernel).
+    """
+    common = [
+        "--preset",
+        "smoke",
+        "--data-root",
+        str(data),
+        "global_batch=4",
+        "freeze_bn=true",
+        "max_iters=3",
+    ]
+    run_train([*common, "--out", str(tmp_path / "ddp")], torchrun=2)
+    run_train([*common, "--out", str(tmp_path / "one")])
+    run_train([*common, "--out", str(tmp_path / "accum"), "per_device_batch=2"])
+    ddp, one, accum = (load_checkpoint(tmp_path / name / "last.pt") for name in ("ddp", "one", "accum"))
+    assert ddp["world_size"] == 2 and one["world_size"] == 1 and ddp["iteration"] == 3
+    torch.manual_seed(0)
+    init = build_model("hrnetv2_w18_small_v2").state_dict()
+    changed = 0
+    for name, value in one["model"].items():
+        if not value.is_floating_point():
+            continue
+        torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(accum["model"][name], value, rtol=0, atol=1e-6, msg=name)
+        changed += not torch.equal(value, init[name])
+    assert changed > 100  # the three steps really moved the weights
+    losses = {name: [r["loss"] for r in read_log(tmp_path / name) if "loss" in r] for name in ("ddp", "one")}
+    np.testing.assert_allclose(losses["ddp"], losses["one"], rtol=1e-5)
+
+
+def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path) -> None:
+    """Deterministic CPU run killed mid-epoch with SIGKILL, resumed: same weights and optimiser state as an
+    uninterrupted run, tensor for tensor (the killed run also uses a data worker: order does not matter)."""
+    common = ["--preset", "smoke", "--data-root", str(data), "epochs=3", "deterministic=true", "ckpt_every=1"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_train([*common, "--out", str(full)])
+
+    args = [sys.executable, "-m", "hrnet_lib", "train", *common, "--out", str(killed), "workers=1"]
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            log = killed / "log.jsonl"
+            lines = log.read_text().splitlines() if log.exists() else []
+            if any('"iteration": 6,' in line and '"loss"' in line for line in lines):
+                break  # step 6 of 12 done: epoch 1, step 2 of 4
+            time.sleep(0.02)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = load_checkpoint(killed / "last.pt")
+    assert partial["epoch"] == 1 and partial["step_in_epoch"] > 0  # a mid-epoch checkpoint
+
+    run_train([*common, "--out", str(killed), "--resume"])
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(killed / "last.pt")
+    assert a["iteration"] == b["iteration"] == 12
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    for key, state in a["optimizer"]["state"].items():
+        for field in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(state[field], b["optimizer"]["state"][key][field]), (key, field)
+    best_a, best_b = load_checkpoint(full / "best.pt"), load_checkpoint(killed / "best.pt")
+    assert best_a["val_nme"] == best_b["val_nme"] and best_a["iteration"] == best_b["iteration"]
+    # The resumed log has no duplicated steps and the same losses.
+    log_a, log_b = read_log(full), read_log(killed)
+    assert [r["iteration"] for r in log_a] == [r["iteration"] for r in log_b]
+    assert [r.get("loss") for r in log_a] == [r.get("loss") for r in log_b]
+
+
+def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), "max_iters=2"]) == 0
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"] == apply_overrides(get_preset("smoke"), ["max_iters=2"]).to_dict()
+    assert info["commit"] and len(info["data_manifest_sha256"]) == 64
+    best = load_checkpoint(run / "best.pt")
+    for key in ("model", "input_size", "heatmap_size", "num_keypoints"):
+        assert key in best["config"]
+    model = build_model(best["config"]["model"], best["config"]["num_keypoints"])
+    model.load_state_dict(best["model"])  # the checkpoint rebuilds its model
+    log = read_log(run)
+    step = next(r for r in log if "loss" in r)
+    assert {"iteration", "epoch", "loss", "lr", "images_per_s", "data_wait_s", "memory_mb"} <= set(step)
+    assert any("val_nme" in r for r in log)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Errors
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--preset", "nope"], 2, "unknown preset 'nope'; valid presets: cpu-default, smoke"),
+        (["--preset", "smoke", "epochz=3"], 2, "unknown config key 'epochz'"),
+        (["--preset", "smoke", "epochs=x"], 2, "bad value 'x' for 'epochs'"),
+        (["--preset", "smoke", "model=hrnet_w99"], 1, "unknown model 'hrnet_w99'"),
+    ],
+)
+def test_bad_command_lines_give_clear_errors(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], code: int, message: str
+) -> None:
+    assert main([*args, "--data-root", str(data), "--out", str(tmp_path / "run")]) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_data_root_gives_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert (
+        main(["--preset", "smoke", "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "r")])
+        == 1
+    )
+    assert f"data root {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(["--preset", "smoke", "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 1
+    )
+    assert "no WFLW training annotations at" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert (
+        main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), "max_iters=1", "--resume"])
+        == 0
+    )
+    assert "no checkpoint at" in capsys.readouterr().out  # --resume with nothing to resume starts a run
+    assert main(["--preset", "smoke", "--data-root", str(data), "--out", str(run)]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    # Resuming with a changed recipe is refused; with a larger step budget it continues.
+    assert main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), "--resume", "lr=1"]) == 1
+    assert "['lr'] differ" in capsys.readouterr().err
+    assert (
+        main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), "--resume", "max_iters=2"])
+        == 0
+    )
+    assert load_checkpoint(run / "last.pt")["iteration"] == 2
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 2
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Step 0 at a normal lr, then a 1e30 lr blows the weights up: the run stops with a message."""
+    run = tmp_path / "run"
+    overrides = ["lr=1e30", "warmup_ratio=1e-33", "warmup_iters=2", "ckpt_every=1"]
+    code = main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), *overrides])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "training stopped before this update; the last good checkpoint is" in err
+    last = load_checkpoint(run / "last.pt")
+    assert 1 <= last["iteration"] <= 3
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_pretrained_imagenet_backbone_is_loaded(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """ImageNet weights in the official/timm layout (timm's hrnet_w18, random here) initialise the backbone;
+    with lr 0 the saved convolution weights are exactly timm's, the head keeps the seed's initialisation."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(1)
+    imagenet = timm.create_model("hrnet_w18", pretrained=False).state_dict()
+    torch.save(imagenet, tmp_path / "hrnet_w18_imagenet.pth")
+    run = tmp_path / "run"
+    args = [
+        "--preset",
+        "smoke",
+        "--data-root",
+        str(data),
+        "--out",
+        str(run),
+        "model=hrnetv2_w18",
+        "max_iters=1",
+    ]
+    assert main([*args, "--pretrained", str(tmp_path / "hrnet_w18_imagenet.pth"), "lr=0"]) == 0
+    weights = load_checkpoint(run / "last.pt")["model"]
+    for name in ("conv1.weight", "layer1.0.conv2.weight", "stage4.2.fuse_layers.3.0.0.0.weight"):
+        assert torch.equal(weights[name], imagenet[name]), name
+    torch.manual_seed(0)
+    assert torch.equal(weights["head.3.weight"], build_model("hrnetv2_w18").state_dict()["head.3.weight"])
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, wrong)
+    args[5] = str(tmp_path / "r2")
+    assert main([*args, "--pretrained", str(wrong)]) == 1
+    assert f"--pretrained {wrong}" in capsys.readouterr().err

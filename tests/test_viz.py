@@ -1,0 +1,252 @@
+"""Tests of hrnet_lib.viz: what is drawn lands where it belongs, tables and captions say what they must."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+from hrnet_lib import viz
+
+PROV = {
+    "data_kind": "synthetic",
+    "preset": "smoke",
+    "commit": "0123456789abcdef0123",
+    "data_checksum": "feedbeefcafe00112233",
+    "date": "2025-11-26 00:10 UTC",
+    "hardware": "CPU x2 (gloo)",
+}
+
+
+def _face_shape() -> np.ndarray:
+    """98 distinct points on a 14 x 7 grid, inside a 100 x 80 image."""
+    ys, xs = np.mgrid[0:7, 0:14]
+    return np.stack([10 + 5 * xs.ravel(), 10 + 8 * ys.ravel()], axis=1).astype(np.float64)
+
+
+def test_draw_landmarks_marks_exactly_the_landmark_pixels() -> None:
+    image = np.zeros((40, 50, 3), np.uint8)
+    drawn = viz.draw_landmarks(image, np.array([[10.0, 30.0], [40.0, 5.0]]), color=(0, 255, 0), radius=2)
+    assert drawn[30, 10, 1] == 255 and drawn[5, 40, 1] == 255  # row = y, column = x
+    assert drawn[30, 10, 0] == 0 and drawn[30, 10, 2] == 0
+    assert drawn[5, 10].sum() == 0 and drawn[30, 40].sum() == 0  # x and y not swapped
+    changed = np.argwhere(drawn.any(axis=2))
+    assert np.abs(changed - [30, 10]).max(axis=1).min() == 0
+    assert np.all(
+        np.minimum(np.abs(changed - [30, 10]).max(axis=1), np.abs(changed - [5, 40]).max(axis=1)) <= 3
+    )
+    assert image.sum() == 0  # the input is not modified
+
+
+def test_single_face_draws_the_landmark_at_its_pixel() -> None:
+    height, width = 60, 80
+    image = np.full((height, width, 3), 255, np.uint8)
+    point = np.array([[57.0, 13.0]])
+    fig = viz.single_face(image, point, size=width / 100, dpi=100)
+    rendered = viz.figure_to_array(fig)
+    assert rendered.shape == (height, width, 3)
+    red = (rendered[..., 0] > 200) & (rendered[..., 1] < 80) & (rendered[..., 2] < 80)
+    ys, xs = np.nonzero(red)
+    assert len(xs) > 0
+    assert abs(xs.mean() - 57.0) <= 1.0 and abs(ys.mean() - 13.0) <= 1.0
+
+
+def test_as_display_image_accepts_chw_float_and_grey() -> None:
+    chw = np.zeros((3, 4, 5), np.float32)
+    chw[0] = 1.0
+    rgb = viz.as_display_image(chw)
+    assert rgb.shape == (4, 5, 3) and rgb.dtype == np.uint8
+    assert np.all(rgb[..., 0] == 255) and np.all(rgb[..., 1:] == 0)
+    assert viz.as_display_image(np.full((3, 2), 7, np.uint8)).shape == (3, 2, 3)
+    with pytest.raises(ValueError, match="shape"):
+        viz.as_display_image(np.zeros((2, 3, 4, 5)))
+
+
+def test_denormalize_inverts_imagenet_normalisation() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(6, 7, 3)).astype(np.float64)
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    chw = ((rgb - mean) / std).transpose(2, 0, 1)
+    assert np.array_equal(viz.denormalize(chw, mean, std), rgb.astype(np.uint8))
+
+
+def test_plot_face_draws_points_box_crop_and_part_outlines() -> None:
+    shape = _face_shape()
+    fig = viz.new_figure(3, 3)
+    ax = fig.add_subplot()
+    viz.plot_face(
+        ax,
+        np.zeros((80, 100, 3), np.uint8),
+        shape,
+        box=np.array([5, 6, 50, 70]),
+        crop=(np.array([40, 40]), 60),
+    )
+    scatter = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(scatter) == 1 and np.allclose(scatter[0].get_offsets(), shape)
+    rects = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rects] == [
+        (5, 6, 45, 64),
+        (10, 10, 60, 60),
+    ]
+    assert len(ax.lines) == len(viz.FACE_PARTS) - 1  # every part outlined but the two pupils
+    eye = ax.lines[list(viz.FACE_PARTS).index("right eye")]
+    assert np.allclose(eye.get_xydata()[[0, -1]], shape[[60, 60]])  # closed outline
+
+
+def test_face_parts_cover_every_landmark_once() -> None:
+    indices = sorted(k for part, _ in viz.FACE_PARTS.values() for k in part)
+    assert indices == list(range(98))
+
+
+def test_face_grid_layout_and_titles() -> None:
+    images = [np.zeros((20, 30, 3), np.uint8)] * 5
+    fig = viz.face_grid(images, [_face_shape()] * 5, titles=list("abcde"), cols=3)
+    axes = fig.get_axes()
+    assert len(axes) == 6
+    assert [ax.get_title() for ax in axes[:5]] == list("abcde")
+    assert not axes[5].images  # the spare panel stays empty
+    with pytest.raises(ValueError):
+        viz.face_grid([])
+
+
+def test_plot_flip_pairs_draws_one_segment_per_pair() -> None:
+    pairs = [(i, 32 - i) for i in range(16)] + [(96, 97)]
+    fig = viz.plot_flip_pairs(np.zeros((80, 100, 3), np.uint8), _face_shape(), pairs)
+    ax = fig.get_axes()[0]
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    segments = lines.get_segments()
+    assert len(segments) == len(pairs)
+    shape = _face_shape()
+    assert np.allclose(segments[3], shape[[3, 29]])
+    assert f"{98 - 2 * len(pairs)} self-symmetric" in ax.get_title()
+
+
+def test_plot_heatmaps_shows_the_chosen_maps() -> None:
+    maps = np.zeros((98, 16, 16), np.float32)
+    maps[7, 4, 9] = 1.0
+    fig = viz.plot_heatmaps(np.zeros((64, 64, 3), np.uint8), maps, [7, 60])
+    axes = fig.get_axes()
+    assert len(axes) == 3
+    assert np.array_equal(axes[1].images[0].get_array(), maps[7])
+    assert "60" in axes[2].get_title() and "eye" in axes[2].get_title()
+
+
+def test_plot_ced_one_line_per_curve_in_percent() -> None:
+    x = np.linspace(0, 0.1, 11)
+    fig = viz.plot_ced({"test": (x, x * 10), "pose": (x, x * 5)})
+    ax = fig.get_axes()[0]
+    assert [line.get_label() for line in ax.lines] == ["test", "pose"]
+    assert np.allclose(ax.lines[1].get_xdata(), 100 * x) and np.allclose(ax.lines[1].get_ydata(), 500 * x)
+    assert ax.get_xlim() == (0.0, 10.0)
+
+
+def test_plot_training_panels_carry_the_log_values() -> None:
+    it = np.arange(1, 11)
+    fig = viz.plot_training(it, 1e-3 * it, 1.0 / it, 50.0 + it, np.array([1, 2]), np.array([0.2, 0.1]))
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    assert np.allclose(axes[0].lines[0].get_ydata(), 1e-3 * it)
+    assert np.allclose(axes[2].lines[0].get_ydata(), [20.0, 10.0])  # NME shown in percent
+    assert axes[0].get_yscale() == "log"
+
+
+def test_plot_landmark_error_colours_follow_the_errors() -> None:
+    shape = _face_shape()
+    errors = np.linspace(0.01, 0.2, 98)
+    fig = viz.plot_landmark_error(shape, errors)
+    ax = fig.get_axes()[0]
+    (dots,) = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_array() is not None]
+    assert np.allclose(dots.get_offsets(), shape)
+    assert np.allclose(dots.get_array(), 100 * errors)
+    assert ax.yaxis_inverted()
+    assert any("worst: 97" in t.get_text() for t in ax.texts)
+
+
+def test_plot_architecture_one_box_per_branch_and_all_to_all_fusion() -> None:
+    stages = [
+        ("stage2", [(18, 64, 64), (36, 32, 32)]),
+        ("stage3", [(18, 64, 64), (36, 32, 32), (72, 16, 16)]),
+    ]
+    fig = viz.plot_architecture(stages, head=[("head", (98, 64, 64))], input_shape=(3, 256, 256))
+    ax = fig.get_axes()[0]
+    boxes = [p for p in ax.patches if isinstance(p, Rectangle)]
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(boxes) == 1 + 2 + 3 + 1
+    assert len(arrows) == 1 * 2 + 2 * 3 + 3 * 1
+    texts = {t.get_text() for t in ax.texts}
+    assert {"72\n16x16", "98\n64x64", "3\n256x256", "stage3"} <= texts
+
+
+def test_plot_stage_costs_bars_in_millions_and_giga() -> None:
+    fig = viz.plot_stage_costs(["stem", "stage2"], [2.0e6, 5.0e5], [1.5e9, 3e8])
+    params_ax, flops_ax = fig.get_axes()
+    assert np.allclose([b.get_height() for b in params_ax.patches], [2.0, 0.5])
+    assert np.allclose([b.get_height() for b in flops_ax.patches], [1.5, 0.3])
+
+
+def test_markdown_table_formats_and_checks_widths() -> None:
+    table = viz.markdown_table(["name", "NME"], [["a|b", 4.0612], ["c", None], ["lr", 0.002], ["z", 0.0]])
+    assert table.splitlines() == [
+        "| name | NME |",
+        "|---|---|",
+        "| a\\|b | 4.06 |",
+        "| c | - |",
+        "| lr | 0.002 |",
+        "| z | 0.00 |",
+    ]
+    with pytest.raises(ValueError, match="row 0 has 1 cells"):
+        viz.markdown_table(["a", "b"], [[1]])
+
+
+def test_provenance_from_dict_file_and_run_folder(tmp_path: Path) -> None:
+    line = viz.provenance(PROV)
+    for text in (
+        "synthetic data",
+        "preset smoke",
+        "commit 0123456789",
+        "checksum feedbeefcafe",
+        "2025-11-26",
+        "CPU x2",
+    ):
+        assert text in line
+    (tmp_path / "config.json").write_text(json.dumps({"provenance": PROV}))
+    assert viz.provenance(tmp_path) == line
+    assert viz.provenance(tmp_path / "config.json") == line
+    assert viz.caption("CED", PROV).endswith(f"*({line})*")
+
+
+def test_provenance_missing_field_names_it(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text(json.dumps({"provenance": {"preset": "smoke"}}))
+    with pytest.raises(KeyError, match="results.json.*data_kind"):
+        viz.provenance(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        viz.provenance(tmp_path / "empty")
+
+
+def test_provenance_later_sources_override_earlier(tmp_path: Path) -> None:
+    config = {"provenance": {**PROV, "date": "2025-11-01", "hardware": "training box"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    results = {
+        "provenance": {"commit": "fedcba9876", "date": "2025-11-02T03:04:05+02:00", "hardware": "eval box"}
+    }
+    line = viz.provenance(tmp_path / "config.json", results)
+    assert "commit fedcba9876" in line and "2025-11-02 01:04 UTC" in line and "eval box" in line
+    assert "preset smoke" in line and "training box" not in line
+
+
+def test_compare_grid_draws_truth_prediction_and_error_segments() -> None:
+    truth = _face_shape()
+    prediction = truth + np.array([1.5, -2.0])
+    fig = viz.compare_grid([np.zeros((80, 100, 3), np.uint8)], [truth], [prediction], ["best"])
+    ax = fig.get_axes()[0]
+    (errors,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(errors.get_segments()) == 98
+    assert np.allclose(errors.get_segments()[5], [truth[5], prediction[5]])
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert [d.get_label() for d in dots] == ["ground truth", "prediction"]
+    assert np.allclose(dots[1].get_offsets(), prediction)
