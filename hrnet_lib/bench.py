@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hrnet_lib.provenance import hardware
 from hrnet_lib.train.checkpoint import save_json
-
-
-def _hardware() -> str:
-    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}; CPU {cpu}"
-    return f"CPU {cpu}"
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -68,7 +61,10 @@ def main(argv: list[str]) -> int:
     if args.data_root is None and not (root / "WFLW_annotations").is_dir():
         synthesize(root, n_train=args.samples, n_test=20, seed=0)
 
-    results: dict[str, Any] = {"hardware": _hardware(), "torch": torch.__version__}
+    results: dict[str, Any] = {
+        "hardware": hardware("cuda" if torch.cuda.is_available() else "cpu"),
+        "torch": torch.__version__,
+    }
     results["data"] = {
         "no_cache": bench_loader(root, n=args.samples, cache=False),
         "cache": bench_loader(root, n=args.samples, cache=True, cache_dir=args.out / "cache"),

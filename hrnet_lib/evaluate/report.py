@@ -23,9 +23,7 @@ import hashlib
 import io
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from tqdm import tqdm
 
 from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps
 from hrnet_lib.evaluate.metrics import ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
+from hrnet_lib.provenance import git_commit, hardware
 
 #: The seed's column order.
 COLUMNS = ("test", "pose", "illumination", "occlusion", "blur", "makeup", "expression")
@@ -219,27 +218,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _commit() -> str | None:
-    """The repository's commit (with "-dirty" when the tree has changes), or None outside git."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if dirty else "")
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
 def evaluate(
     checkpoint: str | Path,
     data_root: str | Path,
@@ -311,9 +289,9 @@ def evaluate(
             "flip_test": flip,
             "precision": "bf16" if torch_device.type == "cuda" and bf16 else "fp32",
             "model": config,
-            "commit": _commit(),
+            "commit": git_commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "hardware": _hardware(torch_device),
+            "hardware": hardware(torch_device),
             "torch": torch.__version__,
         },
         "table": {

@@ -27,7 +27,6 @@ import math
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from hrnet_lib.data.loader import worker_options
+from hrnet_lib.provenance import git_commit
 from hrnet_lib.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_json, set_rng_state
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
 
@@ -144,21 +144,6 @@ def data_manifest(root: Path) -> str:
         digest.update(str(path.relative_to(base)).encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def git_commit() -> str:
-    """Commit of the source tree (with "+dirty" when it has local changes), or "unknown"."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
 
 
 def load_faces(data_root: Path, cfg: TrainConfig) -> tuple[list, list]:
