@@ -109,3 +109,12 @@ def test_sigkill_during_writes_never_leaves_a_torn_checkpoint(tmp_path: Path) ->
     weights = state["model"]["w"]
     assert weights.numel() == 4_000_000
     assert torch.all(weights == float(state["i"]))
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        save_json({"nme": 0.04}, tmp_path / "results.json")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
