@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from oracle import OracleHeatmaps
 
 from hrnet_lib.evaluate import predict
 from hrnet_lib.model.hrnet import build_model
@@ -66,21 +66,6 @@ def test_predict_with_box_writes_png_and_json(checkpoint: Path, photo: Path, tmp
     # heatmap pixel (the -1 of a non-positive maximum).
     side, stride_px = 1.25 * 120, 1.25 * 120 / 16
     assert np.all(np.abs(landmarks - [160, 120]) <= side / 2 + stride_px + 1e-6)
-
-
-class OracleHeatmaps(nn.Module):
-    """Ignores the image: heatmap k peaks at peaks[k] with equal neighbours (no quarter step)."""
-
-    def __init__(self, peaks: np.ndarray, size: int) -> None:
-        super().__init__()
-        maps = torch.zeros(len(peaks), size, size)
-        for k, (x, y) in enumerate(peaks):
-            maps[k, y, x] = 1.0
-            maps[k, y, x - 1] = maps[k, y, x + 1] = maps[k, y - 1, x] = maps[k, y + 1, x] = 0.5
-        self.register_buffer("maps", maps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maps.expand(len(x), -1, -1, -1).clone()
 
 
 def test_predict_landmarks_maps_back_through_each_box() -> None:

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from oracle import OracleHeatmaps
 from torch import nn
 
 from hrnet_lib.data.wflw import ANNOTATION_DIR, ATTRIBUTES, IMAGE_DIR, SUBSET_FILES, load_split
@@ -148,22 +149,6 @@ def test_evaluate_flip_and_decoder_options_change_the_run(dataset: Path, checkpo
     flipped, flipped_arrays = report.evaluate(checkpoint, dataset, progress=False, device="cpu")
     assert plain["provenance"]["decoder"] == "dark" and plain["provenance"]["flip_test"] is False
     assert not np.allclose(arrays["predictions"], flipped_arrays["predictions"])
-
-
-class OracleHeatmaps(nn.Module):
-    """Ignores the image: heatmap k peaks at the integer position peaks[k] with equal neighbours, so the
-    standard decoder returns exactly peaks[k]."""
-
-    def __init__(self, peaks: np.ndarray, size: int) -> None:
-        super().__init__()
-        maps = torch.zeros(len(peaks), size, size)
-        for k, (x, y) in enumerate(peaks):
-            maps[k, y, x] = 1.0
-            maps[k, y, x - 1] = maps[k, y, x + 1] = maps[k, y - 1, x] = maps[k, y + 1, x] = 0.5
-        self.register_buffer("maps", maps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maps.expand(len(x), -1, -1, -1).clone()
 
 
 def test_predictions_map_back_through_the_crop(dataset: Path) -> None:
