@@ -24,7 +24,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     bars: list[tuple[str, float]] = []
-    for key in ("no_cache", "cache"):
+    for key in ("no_cache", "cache", "cache_device_targets"):
         bars.append((f"data, {key.replace('_', ' ')}\n(samples/s)", results["data"][key]["samples_per_s"]))
     for device, model in results["model"].items():
         for batch, row in model["images_per_s"].items():
@@ -66,9 +66,13 @@ def main(argv: list[str]) -> int:
         "hardware": hardware("cuda" if torch.cuda.is_available() else "cpu"),
         "torch": torch.__version__,
     }
+    cache_dir = args.out / "cache"
     results["data"] = {
         "no_cache": bench_loader(root, n=args.samples, cache=False),
-        "cache": bench_loader(root, n=args.samples, cache=True, cache_dir=args.out / "cache"),
+        "cache": bench_loader(root, n=args.samples, cache=True, cache_dir=cache_dir),
+        "cache_device_targets": bench_loader(
+            root, n=args.samples, cache=True, cache_dir=cache_dir, device_targets=True
+        ),
     }
     results["data"]["speedup"] = (
         results["data"]["cache"]["samples_per_s"] / results["data"]["no_cache"]["samples_per_s"]

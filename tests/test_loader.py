@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from hrnet_lib.data.loader import FaceCropCache, WFLWDataset, build_loader, set_loader_epoch
+from hrnet_lib.data.loader import (
+    FaceCropCache,
+    WFLWDataset,
+    build_loader,
+    device_batch,
+    set_loader_epoch,
+)
 from hrnet_lib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -259,6 +265,27 @@ def test_cache_matches_uncached(textured: tuple[Path, list[Face]], tmp_path: Pat
     plain.set_epoch(2)
     cached.set_epoch(2)
     np.testing.assert_array_equal(plain[1]["heatmaps"], cached[1]["heatmaps"])
+
+
+def test_device_targets_give_the_same_batch(textured: tuple[Path, list[Face]], tmp_path: Path) -> None:
+    """uint8 crops + keypoints, normalised and encoded by `device_batch`, equal the host-side samples."""
+    root, faces = textured
+    cache = FaceCropCache(tmp_path / "cache", faces, root, progress=False)
+    for source in (None, cache):
+        host = WFLWDataset(faces, root, train=True, cache=source, heatmap_size=64, sigma=2.0)
+        lean = WFLWDataset(
+            faces, root, train=True, cache=source, heatmap_size=64, sigma=2.0, device_targets=True
+        )
+        host.set_epoch(3)
+        lean.set_epoch(3)
+        a = torch.utils.data.default_collate([host[i] for i in range(len(faces))])
+        b = torch.utils.data.default_collate([lean[i] for i in range(len(faces))])
+        assert "heatmaps" not in b and b["image"].dtype == torch.uint8
+        images, heatmaps, weights = device_batch(b, torch.device("cpu"), S, 64, 2.0, channels_last=True)
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(images, a["image"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(heatmaps, a["heatmaps"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(weights, a["target_weight"], rtol=0, atol=0)
 
 
 def test_cache_reused_rebuilt_and_checked(textured: tuple[Path, list[Face]], tmp_path: Path) -> None:

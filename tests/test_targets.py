@@ -76,3 +76,23 @@ def test_weights_zero_outside(unbiased: bool) -> None:
 def test_rejects_bad_shape() -> None:
     with pytest.raises(ValueError, match="K, 2"):
         encode_heatmaps(np.zeros((98, 3)))
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_torch_encoder_matches_numpy(unbiased: bool) -> None:
+    """The batched GPU-side encoder gives the numpy encoder's heatmaps and weights, also off the edges."""
+    torch = pytest.importorskip("torch")
+    from hrnet_lib.data.targets import encode_heatmaps_torch
+
+    rng = np.random.default_rng(2)
+    keypoints = rng.uniform(-12, 76, (3, 98, 2))  # some patches partly or wholly off the 64 x 48 map
+    keypoints[0, :4] = [[-7.6, 10], [70.4, 10], [10, -6.5], [10, 54.6]]  # patch edges exactly
+    heatmaps, weights = encode_heatmaps_torch(torch.from_numpy(keypoints), (64, 48), 2.0, unbiased)
+    assert heatmaps.shape == (3, 98, 48, 64) and weights.shape == (3, 98)
+    assert heatmaps.dtype == torch.float32
+    for b in range(3):
+        expected, expected_w = encode_heatmaps(keypoints[b], (64, 48), 2.0, unbiased)
+        np.testing.assert_array_equal(weights[b].numpy(), expected_w)
+        np.testing.assert_allclose(heatmaps[b].numpy(), expected, rtol=1e-5, atol=1e-7)
+        assert np.array_equal(heatmaps[b].numpy() > 0, expected > 0)
+    assert 0 < weights.mean() < 1

@@ -15,7 +15,9 @@ flags, so turning one effect on or off (`dataclasses.replace(spec, effects=...)`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -1080,11 +1082,25 @@ def image_name(seed: int, split: str, image_index: int) -> str:
     return f"{event}/{number}_{label}_synth{seed}_{split}_{image_index:06d}.jpg"
 
 
-def synthesize(root: Path, n_train: int, n_test: int, seed: int = 0, progress: bool = True) -> dict:
+def _render_jpeg(job: tuple[int, str, int, list[int]]) -> tuple[bytes, tuple[int, int], list[SyntheticFace]]:
+    """Render and JPEG-encode one image of the plan (runs in a worker process when `workers` > 1)."""
+    seed, split, image_index, face_indices = job
+    cv2.setNumThreads(1)
+    image, faces = render_image(seed, split, image_index, face_indices)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {image_name(seed, split, image_index)}")
+    return jpeg.tobytes(), image.shape[:2], faces
+
+
+def synthesize(
+    root: Path, n_train: int, n_test: int, seed: int = 0, progress: bool = True, workers: int = 1
+) -> dict:
     """Write a synthetic dataset in the official WFLW layout under `root`; return summary statistics.
 
     Images go to WFLW_images/<event>/<name>.jpg (JPEG quality 90), the 207-field train/test files and
     the 197-field test list and six subset lists to WFLW_annotations/, every file written atomically.
+    Every image is a function of (seed, split, index), so `workers` processes write the same bytes as one.
     """
     root = Path(root)
     if n_train < 1 or n_test < 1:
@@ -1096,15 +1112,17 @@ def synthesize(root: Path, n_train: int, n_test: int, seed: int = 0, progress: b
     short: dict[str, list[str]] = {name: [] for name in ("all", *ATTRIBUTES)}
     counts = {split: dict.fromkeys(ATTRIBUTES, 0) for split in plans}
     bar = tqdm(total=total, desc="synthesizing", unit="img", disable=not progress)
-    for split, plan in plans.items():
-        for image_index, face_indices in enumerate(plan):
-            image, faces = render_image(seed, split, image_index, face_indices)
+    jobs = [(seed, split, i, faces) for split, plan in plans.items() for i, faces in enumerate(plan)]
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+            pool = stack.enter_context(context.Pool(workers))
+            rendered = pool.imap(_render_jpeg, jobs, chunksize=4)
+        else:
+            rendered = map(_render_jpeg, jobs)
+        for (_, split, image_index, _), (jpeg, (height, width), faces) in zip(jobs, rendered, strict=True):
             name = image_name(seed, split, image_index)
-            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            if not ok:
-                raise RuntimeError(f"JPEG encoding failed for {name}")
-            _atomic_write(root / IMAGE_DIR / name, jpeg.tobytes())
-            height, width = image.shape[:2]
+            _atomic_write(root / IMAGE_DIR / name, jpeg)
             for face in faces:
                 flags = " ".join(str(int(face.effects[a])) for a in ATTRIBUTES)
                 box = " ".join(str(int(v)) for v in face.box)
@@ -1150,10 +1168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=500, help="number of test faces")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="rendering processes (same output)"
+    )
     args = parser.parse_args(argv)
     if args.train < 1 or args.test < 1:
         parser.error("--train and --test must be at least 1")
-    stats = synthesize(args.root, args.train, args.test, args.seed, progress=not args.quiet)
+    stats = synthesize(args.root, args.train, args.test, args.seed, not args.quiet, args.workers)
     images = stats["images"]["train"] + stats["images"]["test"]
     faces = f"{args.train} train + {args.test} test faces"
     print(f"wrote {faces} in {images} images to {args.root} ({stats['seconds']} s)")
