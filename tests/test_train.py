@@ -18,12 +18,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from hrnet_lib.data.synthetic import synthesize
 from hrnet_lib.data.wflw import load_split
 from hrnet_lib.model.hrnet import build_model
 from hrnet_lib.train.checkpoint import load_checkpoint
-from hrnet_lib.train.loop import ResumableSampler, heatmap_loss, lr_at, main, split_train_val
+from hrnet_lib.train.loop import (
+    ResumableSampler,
+    build_datasets,
+    heatmap_loss,
+    lr_at,
+    main,
+    split_train_val,
+    validate,
+)
 from hrnet_lib.train.presets import apply_overrides, get_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,9 +256,10 @@ def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path) -> Non
 
 def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), "max_iters=2"]) == 0
+    overrides = ["max_iters=5", "log_every=3"]
+    assert main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), *overrides]) == 0
     info = json.loads((run / "config.json").read_text())
-    assert info["config"] == apply_overrides(get_preset("smoke"), ["max_iters=2"]).to_dict()
+    assert info["config"] == apply_overrides(get_preset("smoke"), overrides).to_dict()
     assert info["commit"] and len(info["data_manifest_sha256"]) == 64
     best = load_checkpoint(run / "best.pt")
     for key in ("model", "input_size", "heatmap_size", "num_keypoints"):
@@ -260,6 +270,33 @@ def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -
     step = next(r for r in log if "loss" in r)
     assert {"iteration", "epoch", "loss", "lr", "images_per_s", "data_wait_s", "memory_mb"} <= set(step)
     assert any("val_nme" in r for r in log)
+    # the first step (cold start) on its own, then every log_every steps, and the last
+    assert [r["iteration"] for r in log if "loss" in r] == [1, 3, 5]
+
+
+def test_validation_pads_the_last_batch_and_scores_every_face(data: Path) -> None:
+    """Validation feeds the model one batch shape only (GPU cold starts) and still scores each face once."""
+    cfg = get_preset("smoke")
+    _, val_set = build_datasets(cfg, data, data / "unused-cache", True)
+    assert len(val_set) % 4  # a short last batch of 4
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.num_keypoints).eval()
+    sizes: list[int] = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sizes.append(len(x))
+            return self.inner(x)
+
+    cpu = torch.device("cpu")
+    padded = validate(Recorder(), DataLoader(val_set, batch_size=4), cfg, cpu)
+    assert set(sizes) == {4} and len(sizes) == -(-len(val_set) // 4)
+    whole = validate(model, DataLoader(val_set, batch_size=len(val_set)), cfg, cpu)
+    assert padded == pytest.approx(whole, rel=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------

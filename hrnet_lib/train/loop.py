@@ -42,13 +42,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from hrnet_lib.data.loader import worker_options
+from hrnet_lib.data.loader import device_batch, normalize_images, worker_options
 from hrnet_lib.provenance import git_commit
 from hrnet_lib.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_json, set_rng_state
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
 
 # Config keys that may differ between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = {"workers", "log_every", "ckpt_every", "max_iters", "compile", "val_batch", "epochs"}
+RESUMABLE_CHANGES = {
+    "workers",
+    "log_every",
+    "ckpt_every",
+    "max_iters",
+    "compile",
+    "cudnn_benchmark",
+    "val_batch",
+    "epochs",
+}
 
 
 class TrainingError(RuntimeError):
@@ -192,7 +201,13 @@ def build_datasets(
             caches[i] = FaceCropCache(
                 directory, faces, image_root, cfg.input_size, max_scale=cfg.scale_range[1]
             )
-    common = dict(input_size=cfg.input_size, heatmap_size=cfg.heatmap_size, sigma=cfg.sigma, seed=cfg.seed)
+    common = dict(
+        input_size=cfg.input_size,
+        heatmap_size=cfg.heatmap_size,
+        sigma=cfg.sigma,
+        seed=cfg.seed,
+        device_targets=True,  # uint8 crops + keypoints; `device_batch` normalises and encodes on the device
+    )
     train_set = WFLWDataset(train_faces, image_root, train=True, augment=augment, cache=caches[0], **common)
     val_set = WFLWDataset(val_faces, image_root, train=False, cache=caches[1], **common)
     return train_set, val_set
@@ -204,7 +219,11 @@ def build_datasets(
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> float:
-    """Mean inter-ocular NME (fraction) of `model` over `loader`: decode, then back to image pixels."""
+    """Mean inter-ocular NME (fraction) of `model` over `loader`: decode, then back to image pixels.
+
+    A short last batch is padded to the loader's batch size, so every call runs the same input shape: on a
+    GPU each new shape costs cuDNN a cold start per convolution (seconds to tens of seconds for HRNet).
+    """
     from hrnet_lib.data.transforms import invert_affine, transform_points, warp_matrix
     from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps
     from hrnet_lib.evaluate.metrics import nme
@@ -212,11 +231,14 @@ def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: tor
     stride = cfg.input_size / cfg.heatmap_size
     errors = []
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
+        images = normalize_images(batch["image"].to(device, non_blocking=True))
+        count = len(images)
+        if loader.batch_size and count < loader.batch_size:
+            images = torch.cat([images, images.new_zeros((loader.batch_size - count, *images.shape[1:]))])
         if device.type == "cuda" and cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg):
-            heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)
+            heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)[:count]
         keypoints, _ = decode_heatmaps(heatmaps.float().cpu().numpy())
         centers, scales, rotations = (
             batch["center"].numpy(),
@@ -253,7 +275,11 @@ class Runtime:
 
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
-    """Join the process group when started by torchrun (RANK/WORLD_SIZE set) and pick the device."""
+    """Pick the device and, when started by torchrun (WORLD_SIZE set), join the process group.
+
+    Under torchrun the run is distributed even with one process (NCCL, DDP, SyncBN all active), so one GPU
+    exercises the same code as eight.
+    """
     want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
         raise TrainingError("device=cuda requested but no CUDA device is available")
@@ -263,7 +289,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     device = torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
     if want_cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         if want_cuda:
             dist.init_process_group("nccl", device_id=device)
         else:
@@ -306,12 +332,11 @@ def forward_backward(
 ) -> Tensor:
     """Accumulate gradients of the mean loss over `micro_batches`; DDP syncs only on the last one."""
     total = torch.zeros((), device=device)
+    channels_last = device.type == "cuda" and cfg.channels_last
     for i, batch in enumerate(micro_batches):
-        images = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda" and cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        heatmaps = batch["heatmaps"].to(device, non_blocking=True)
-        weights = batch["target_weight"].to(device, non_blocking=True)
+        images, heatmaps, weights = device_batch(
+            batch, device, cfg.input_size, cfg.heatmap_size, cfg.sigma, channels_last=channels_last
+        )
         last = i == len(micro_batches) - 1
         accumulate = isinstance(model, DistributedDataParallel) and not last
         with model.no_sync() if accumulate else contextlib.nullcontext():
@@ -400,7 +425,7 @@ def train(
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     else:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -463,14 +488,16 @@ def train(
         rngs = state["rng"]
         set_rng_state(rngs[rt.rank] if len(rngs) == rt.world else rngs[0])
     raw_model = model
-    if cfg.sync_bn and rt.world > 1:
+    if cfg.sync_bn:
         if rt.device.type != "cuda":
             raise ConfigError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); use freeze_bn")
+        if not dist.is_initialized():
+            raise ConfigError("sync_bn needs a process group: start the run with torchrun")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         raw_model = model
     if cfg.compile:
         model = torch.compile(model)
-    if rt.world > 1:
+    if dist.is_initialized():
         model = DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
         )
@@ -606,7 +633,9 @@ def train(
                 bar.update(1)
                 window["loss"] += loss_value
                 window["steps"] += 1
-                if iteration % cfg.log_every == 0 or iteration == total_iters:
+                # The run's first step (cold start: cuDNN plans, compilation) is logged on its own, so the
+                # windows after it measure the steady state.
+                if iteration % cfg.log_every == 0 or iteration in (1, total_iters):
                     seconds = time.perf_counter() - window["start"]
                     images = window["steps"] * cfg.global_batch
                     steps = window["steps"]
@@ -700,7 +729,7 @@ def bench_train(
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         rt.device = torch.device("cuda", torch.cuda.current_device())
     torch.set_flush_denormal(True)
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     _, micro, accum = batch_sizes(cfg, 1)
     with tempfile.TemporaryDirectory() as tmp:
         train_set, _ = build_datasets(cfg, Path(data_root), Path(cache_dir or tmp), True)
