@@ -112,14 +112,25 @@ viz.show(
     provenance,
 )
 
+# %% [markdown]
+# The first step is logged on its own: on a GPU it holds the cold start (cuDNN chooses and builds a
+# kernel for every convolution shape it has not seen, and `torch.compile` compiles), so the throughput
+# below is the median over the windows after it.
+
 # %%
-wait = np.array([record["data_wait_share"] for record in steps])
+from hrnet_lib.train.loop import speed_summary
+
+speed = speed_summary(steps + validations)
 best = min(validations, key=lambda record: record["val_nme"])
+steady = speed["steady_images_per_s"] or float("nan")
 rows = [
     ["steps logged", len(steps)],
-    ["median images / s (all processes)", float(np.median(series["images_per_s"]))],
-    ["median images / s per process", float(np.median([r["images_per_s_per_device"] for r in steps]))],
-    ["median share of step time waiting for data", float(np.median(wait))],
+    ["first step (s)", speed["first_step_s"]],
+    ["median images / s after the first step (all processes)", steady],
+    ["... per process", steady / info["world_size"]],
+    ["median share of step time waiting for data", speed["data_wait_share"]],
+    ["peak memory of rank 0 (MB)", speed["peak_memory_mb"]],
+    ["time in validation (s)", speed["validation_s"]],
     ["final training loss", float(series["loss"][-1])],
     ["best validation NME (%)", 100 * best["val_nme"]],
     ["epoch of the best validation NME", best["epoch"] + 1],

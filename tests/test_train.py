@@ -271,7 +271,16 @@ def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -
     assert {"iteration", "epoch", "loss", "lr", "images_per_s", "data_wait_s", "memory_mb"} <= set(step)
     assert any("val_nme" in r for r in log)
     # the first step (cold start) on its own, then every log_every steps, and the last
-    assert [r["iteration"] for r in log if "loss" in r] == [1, 3, 5]
+    steps = [r for r in log if "loss" in r]
+    assert [r["iteration"] for r in steps] == [1, 3, 5]
+    # summary.json: the cold first step apart, the steady speed from the windows after it
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 5 and summary["first_step_s"] == steps[0]["step_s"]
+    assert summary["steady_images_per_s"] == pytest.approx(
+        (steps[1]["images_per_s"] + steps[2]["images_per_s"]) / 2
+    )
+    assert summary["peak_memory_mb"] == max(r["memory_mb"] for r in steps)
+    assert summary["validation_s"] == pytest.approx(sum(r["val_s"] for r in log if "val_s" in r))
 
 
 def test_validation_pads_the_last_batch_and_scores_every_face(data: Path) -> None:

@@ -530,10 +530,13 @@ def train(
                 f.writelines(json.dumps(line) + "\n" for line in keep)
     log_file = open(log_path, "a") if rt.main else None  # noqa: SIM115 (closed in the finally below)
 
+    session: list[dict[str, Any]] = []  # this session's records, for the speed lines of summary.json
+
     def log(record: dict[str, Any]) -> None:
         if log_file is not None:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
+            session.append(record)
 
     def kept_note() -> str:
         if not last_path.exists():
@@ -682,10 +685,35 @@ def train(
             "best_val_nme": best_nme,
             "best_iteration": load_checkpoint(best_path)["iteration"],
             "seconds_this_session": time.perf_counter() - started,
+            **speed_summary(session),
         }
         save_json(summary, out / "summary.json")
         print(f"done: {iteration} steps, best validation NME {100 * best_nme:.2f}%, {best_path}", flush=True)
     return 0
+
+
+def speed_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speed of a session from its log records: the cold first window apart, medians of the later ones.
+
+    Keys: first_step_s (None for a resumed session), steady_images_per_s, steady_step_s and
+    data_wait_share (medians over the windows after the first; None when there are none), peak_memory_mb,
+    and validation_s (all validations of the session together).
+    """
+    steps = [r for r in records if "loss" in r]
+    steady = steps[1:]  # the first window holds the session's cold start (step 1 alone in a new run)
+    first = steps[0] if steps and steps[0]["iteration"] == 1 else None
+
+    def median(key: str) -> float | None:
+        return float(np.median([r[key] for r in steady])) if steady else None
+
+    return {
+        "first_step_s": first["step_s"] if first else None,
+        "steady_images_per_s": median("images_per_s"),
+        "steady_step_s": median("step_s"),
+        "data_wait_share": median("data_wait_share"),
+        "peak_memory_mb": max((r["memory_mb"] for r in steps), default=None),
+        "validation_s": sum(r["val_s"] for r in records if "val_s" in r),
+    }
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
