@@ -344,14 +344,13 @@ class WFLWDataset(Dataset):
         keypoints = transform_points(landmarks, to_crop)
         stride = size / self.heatmap_size
         grid = (self.heatmap_size, self.heatmap_size)
-        if self.device_targets:
-            heatmaps, weights = None, heatmap_weights(keypoints / stride, grid, self.sigma, self.unbiased)
+        if self.device_targets:  # `device_batch` encodes the heatmaps on the device
+            weights = heatmap_weights(keypoints / stride, grid, self.sigma, self.unbiased)
         else:
             heatmaps, weights = encode_heatmaps(keypoints / stride, grid, self.sigma, self.unbiased)
         inside = np.all((keypoints >= 0) & (keypoints < size), axis=1)
         sample = {
             "image": image,
-            "heatmaps": heatmaps,
             "target_weight": weights * inside.astype(np.float32),
             "keypoints": keypoints.astype(np.float32),
             "landmarks": landmarks.astype(np.float32),
@@ -361,8 +360,8 @@ class WFLWDataset(Dataset):
             "index": np.int64(index),
             "flipped": flip,
         }
-        if self.device_targets:
-            del sample["heatmaps"]
+        if not self.device_targets:
+            sample["heatmaps"] = heatmaps
         return sample
 
 
