@@ -11,6 +11,8 @@ import types
 import typing
 from dataclasses import dataclass
 
+from hrnet_lib.data.transforms import Augment
+
 
 class ConfigError(ValueError):
     """A bad preset name, override key or override value; its message says what is valid."""
@@ -37,13 +39,13 @@ class TrainConfig:
     limit: int = 0  # use only the first N training faces (0 = all); for quick runs
     cache: bool = True  # decode each source image once into a face-crop cache
     workers: int = 8
-    # augmentation (FACTS.md: the config that produced the published checkpoint)
-    flip_prob: float = 0.5
-    scale_sigma: float = 0.25
-    scale_range: tuple[float, float] = (0.75, 1.25)
-    rot_sigma: float = 30.0
-    rot_max: float = 60.0
-    rot_prob: float = 0.6
+    # augmentation (FACTS.md: the config that produced the published checkpoint; values kept in Augment)
+    flip_prob: float = Augment.flip_prob
+    scale_sigma: float = Augment.scale_sigma
+    scale_range: tuple[float, float] = Augment.scale_range
+    rot_sigma: float = Augment.rot_sigma
+    rot_max: float = Augment.rot_max
+    rot_prob: float = Augment.rot_prob
     # optimisation
     global_batch: int = 512
     per_device_batch: int | None = None  # None = global_batch / world size; smaller = gradient accumulation
