@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from hrnet_lib.train.loop import batch_sizes
 from hrnet_lib.train.presets import PRESETS, ConfigError, TrainConfig, apply_overrides, get_preset
 
 
@@ -27,7 +28,10 @@ def test_one_gpu_preset_keeps_the_recipe_and_global_batch() -> None:
         f.name for f in dataclasses.fields(TrainConfig) if getattr(one, f.name) != getattr(eight, f.name)
     }
     assert differ <= {"per_device_batch", "val_batch", "workers"}  # how the work is split, not the recipe
-    assert one.global_batch == 512 and 512 % one.per_device_batch == 0
+    # One GPU takes the whole global batch in one pass and validates in passes of the same shape.
+    assert batch_sizes(one, world=1) == (512, 512, 1) and one.val_batch == 512
+    assert batch_sizes(eight, world=8) == (64, 64, 1)
+    assert batch_sizes(eight, world=1) == (512, 64, 8)  # mmpose's BN batch of 64 on one GPU
 
 
 def test_presets_are_fresh_copies() -> None:

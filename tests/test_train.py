@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from hrnet_lib.data.synthetic import synthesize
 from hrnet_lib.data.wflw import load_split
 from hrnet_lib.model.hrnet import build_model
+from hrnet_lib.train import loop
 from hrnet_lib.train.checkpoint import load_checkpoint
 from hrnet_lib.train.loop import (
     ResumableSampler,
@@ -375,6 +376,32 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     last = load_checkpoint(run / "last.pt")
     assert 1 <= last["iteration"] <= 3
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_out_of_memory_names_the_setting_to_change(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that does not fit (CUDA's out-of-memory error, raised here in the third step) stops the run
+    with the per_device_batch that halves the pass, keeping the last good checkpoint."""
+    real = loop.forward_backward
+    calls = []
+
+    def third_step_runs_out(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "forward_backward", third_step_runs_out)
+    run = tmp_path / "run"
+    code = main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), "ckpt_every=1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "out of memory in iteration 2: passes of 4 images do not fit on this device" in err
+    assert "set per_device_batch=2 (gradient accumulation keeps the global batch at 4)" in err
+    assert f"the last good checkpoint is {run / 'last.pt'} (iteration 2)" in err
+    assert load_checkpoint(run / "last.pt")["iteration"] == 2
+    assert "one image does not fit" in loop.out_of_memory_advice(1, 4, torch.device("cpu"))
 
 
 def test_pretrained_imagenet_backbone_is_loaded(

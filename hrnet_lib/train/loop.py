@@ -348,6 +348,22 @@ def forward_backward(
     return total
 
 
+def out_of_memory_advice(micro: int, global_batch: int, device: torch.device) -> str:
+    """What to change when a pass of `micro` images does not fit in `device`'s memory."""
+    where = "this device"
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory / 2**20
+        where = (
+            f"{torch.cuda.get_device_name(device)} ({memory_mb(device):.0f} of {total:.0f} MiB used at peak)"
+        )
+    if micro == 1:
+        return f"one image does not fit on {where}; use a smaller model or input_size"
+    return (
+        f"passes of {micro} images do not fit on {where}; set per_device_batch={micro // 2} "
+        f"(gradient accumulation keeps the global batch at {global_batch})"
+    )
+
+
 def memory_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocations on a GPU, resident set size on the CPU."""
     if device.type == "cuda":
@@ -619,7 +635,13 @@ def train(
                 lr = lr_at(iteration, iters_per_epoch, cfg)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = forward_backward(model, micro_batches, cfg, rt.device)
+                try:
+                    loss = forward_backward(model, micro_batches, cfg, rt.device)
+                except torch.cuda.OutOfMemoryError as error:
+                    advice = out_of_memory_advice(micro, cfg.global_batch, rt.device)
+                    raise TrainingError(
+                        f"out of memory in iteration {iteration}: {advice}{kept_note()}"
+                    ) from error
                 if rt.world > 1:
                     dist.all_reduce(loss)
                     loss /= rt.world

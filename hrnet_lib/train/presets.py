@@ -150,23 +150,31 @@ def _cpu_default() -> TrainConfig:
 def _wflw_mmpose() -> TrainConfig:
     """The published recipe as run by mmpose: 8 GPUs x 64 images = global batch 512, 60 epochs.
 
-    Not compiled by default, for the reason given under `wflw-1gpu`; `compile=true` turns it on.
+    BatchNorm normalises over each GPU's 64 images, as in mmpose (no SyncBN). Not compiled by default,
+    for the reason given under `wflw-1gpu`; `compile=true` turns it on.
     """
     return TrainConfig(global_batch=512, per_device_batch=64, workers=8)
 
 
 def _wflw_1gpu() -> TrainConfig:
-    """The published recipe on one GPU: global batch still 512, as 4 accumulated micro-batches of 128.
+    """The published recipe on one GPU: the whole global batch of 512 in one pass, 60 epochs.
 
     bf16 autocast, channels_last, the face-crop cache and heatmaps encoded on the GPU; validation in
-    batches of 128 too, so it reuses the training's convolution shapes. Seen on one H200 (torch 2.11,
-    cu130; 7,124 synthetic training faces, 13 steps an epoch): 11.2 GB peak memory, data wait 0.2-1% of
-    a step, and a first step of about 40 s eager (cuDNN's cold start of each convolution shape, with or
-    without `cudnn_benchmark`) against 230 s with `compile=true`, then roughly 0.5-0.8 s a 512-image
-    step either way (read off tqdm's one-second clock, so not precise enough to rank the two). Compiling
-    would have to save 0.24 s a step to pay back its 190 s over the 780 steps, so it is off by default.
+    batches of 512 too, so it runs the convolution shapes the training already planned. If the GPU cannot
+    hold 512 images the first step stops with a message naming `per_device_batch=256` (gradient
+    accumulation; the global batch stays 512).
+
+    Why one pass: on one H200 (torch 2.11, cu130; 7,124 synthetic training faces, 13 steps an epoch),
+    4 accumulated micro-batches of 128 took roughly 0.5-0.8 s a step (read off tqdm's one-second clock),
+    with 11.2 GB peak memory, 0.2-1% data wait and a first step of about 40 s (cuDNN's cold start of each
+    convolution shape). Eager HRNet-W18 issues about 4,300 operations per forward pass, so small
+    micro-batches are bound by launch overhead; one pass of 512 issues a quarter of them. Its memory,
+    about 45 GB by linear scaling of 11.2 GB, and its step time are not measured yet (`.ci/gpu-check`).
+    BatchNorm statistics are over each pass's images: 512 here, 64 in mmpose's run (`per_device_batch=64`
+    reproduces that at 8 passes a step). Compiling cost 190 s more start-up than eager and would have to
+    save 0.24 s a step over the 780 steps to pay that back, so it is off by default (`compile=true`).
     """
-    return TrainConfig(global_batch=512, per_device_batch=128, val_batch=128, workers=12)
+    return TrainConfig(global_batch=512, per_device_batch=None, val_batch=512, workers=12)
 
 
 PRESETS: dict[str, typing.Callable[[], TrainConfig]] = {
