@@ -9,7 +9,10 @@ step, split into micro-batches with gradient accumulation when `per_device_batch
 sampler shuffles by (seed, epoch) and deals the order out to the processes, so each global batch is the
 same set of faces for 1 or 8 processes, and resuming skips the finished steps of an epoch without
 loading them. Each sample's augmentation comes from its own RNG seeded by (seed, epoch, index)
-(hrnet_lib.data.loader), so a resumed run sees exactly the data of an uninterrupted one.
+(hrnet_lib.data.loader), so a resumed run sees exactly the data of an uninterrupted one. The learning
+rate is a function of the iteration (`lr_at`), so the schedule has no state to save, and bf16 autocast
+has the range of fp32, so there is no gradient scaler (fp16 would need one): last.pt holds the weights,
+the optimiser, the position and every process's RNG states.
 
 Validation runs every epoch on a held-out part of the TRAIN split (whole images; never the test split).
 Run folder: best.pt (lowest validation NME), last.pt (full training state; `--resume` continues from it,
