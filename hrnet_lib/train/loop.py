@@ -625,12 +625,17 @@ def train(
     )
     window = {"loss": 0.0, "steps": 0, "wait": 0.0, "start": time.perf_counter()}
     set_train_mode(model, cfg.freeze_bn)
+
+    def epoch_batches(epoch: int, step: int) -> Iterator[dict[str, Tensor]]:
+        """Micro-batches of `epoch` from its step `step`: order by (seed, epoch), augmentation by
+        (seed, epoch, index). Worker processes start loading as soon as this is called."""
+        sampler.set_epoch(epoch, skip=step * per_process)
+        train_set.set_epoch(epoch)
+        return iter(train_loader)
+
+    batches = epoch_batches(epoch, step_in_epoch)
     try:
         while iteration < total_iters:
-            # One epoch: the sampler order depends on (seed, epoch), augmentation on (seed, epoch, index).
-            sampler.set_epoch(epoch, skip=step_in_epoch * per_process)
-            train_set.set_epoch(epoch)
-            batches = iter(train_loader)
             while step_in_epoch < iters_per_epoch and iteration < total_iters:
                 wait = time.perf_counter()
                 micro_batches = [next(batches) for _ in range(accum)]
@@ -687,6 +692,8 @@ def train(
                     checkpoint(last_path, full=True, position=(epoch, step_in_epoch))
             pause = time.perf_counter()
             if step_in_epoch == iters_per_epoch:
+                if iteration < total_iters:  # the workers load the next epoch while rank 0 validates
+                    batches = epoch_batches(epoch + 1, 0)
                 end_of_block((epoch + 1, 0))
                 epoch, step_in_epoch = epoch + 1, 0
             else:  # stopped by max_iters inside an epoch
