@@ -166,9 +166,10 @@ def _wflw_1gpu() -> TrainConfig:
 
     Why one pass: on one H200 (torch 2.11, cu130; 7,124 synthetic training faces, 13 steps an epoch),
     4 accumulated micro-batches of 128 took roughly 0.5-0.8 s a step (read off tqdm's one-second clock),
-    with 11.2 GB peak memory, 0.2-1% data wait and a first step of about 40 s (cuDNN's cold start of each
-    convolution shape). Eager HRNet-W18 issues about 4,300 operations per forward pass, so small
-    micro-batches are bound by launch overhead; one pass of 512 issues a quarter of them. Its memory,
+    with 11.2 GB peak memory, 0.2-1% data wait and a first step of about 40 s (most likely cuDNN's cold
+    start of each convolution shape). Eager HRNet-W18 issues about 4,300 operations per forward pass, so
+    small micro-batches are likely bound by launch overhead; a step of one pass issues a quarter of the
+    launches of four. Its memory,
     about 45 GB by linear scaling of 11.2 GB, and its step time are not measured yet (`.ci/gpu-check`).
     BatchNorm statistics are over each pass's images: 512 here, 64 in mmpose's run (`per_device_batch=64`
     reproduces that at 8 passes a step). Compiling cost 190 s more start-up than eager and would have to
