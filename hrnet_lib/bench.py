@@ -55,6 +55,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--samples", type=int, default=200, help="samples per data-loading measurement")
     parser.add_argument("--train-preset", default="wflw-mmpose", help="configuration of the training step")
     parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="on a GPU, also time torch.compile'd forward passes and compile the training step (minutes)",
+    )
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,13 +84,15 @@ def main(argv: list[str]) -> int:
     )
     results["model"] = {"cpu": bench_forward(device="cpu")}
     if torch.cuda.is_available():
-        results["model"]["cuda"] = bench_forward(device="cuda", batch_sizes=(1, 64))
+        results["model"]["cuda"] = bench_forward(device="cuda", batch_sizes=(1, 64), compile=args.compile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = get_preset(args.train_preset)
     if device == "cpu":
         # On a small CPU, compiling takes minutes, 8 workers compete with the compute and one step of the
         # 512-image global batch takes many minutes: measure the same model and input with steps of 16.
         cfg = apply_overrides(cfg, ["compile=false", "workers=1", "global_batch=16", "per_device_batch=8"])
+    elif args.compile:
+        cfg = apply_overrides(cfg, ["compile=true"])
     results["train"] = bench_train(cfg, root, device=device, steps=args.train_steps)
     results["train"]["preset"] = args.train_preset
 

@@ -188,7 +188,7 @@ def calibrate_batchnorm(model: nn.Module, images: Tensor) -> nn.Module:
 
 
 def _time_variants(
-    variants: dict[str, tuple[nn.Module, Tensor]], iters: int, sync: bool
+    variants: dict[str, tuple[Callable[[Tensor], Tensor], Tensor]], iters: int, sync: bool
 ) -> dict[str, list[float]]:
     """Seconds per forward for each variant, interleaved so that background load hits all alike."""
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -208,17 +208,29 @@ def _time_variants(
     return times
 
 
+def _bf16(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """`fn` run under CUDA bf16 autocast."""
+
+    def run(x: Tensor) -> Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return fn(x)
+
+    return run
+
+
 def bench_forward(
     batch_sizes: tuple[int, ...] = (1, 8),
     device: str = "cpu",
     iters: int = 5,
     input_size: int = 256,
     name: str = "hrnetv2_w18",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Forward images/s of the plain eager model vs optimised copies, per batch size.
 
-    CPU variants: "eager" (fp32, NCHW, unfused) and "fused" (optimize_for_inference: conv+BN fused,
-    channels_last, no compile). CUDA adds "bf16_channels_last_compiled" (fused, bf16 autocast, compiled).
+    Variants: "eager" (fp32, NCHW, unfused) and "fused" (optimize_for_inference: conv+BN fused,
+    channels_last). CUDA adds "bf16_channels_last" (fused under bf16 autocast) and, with `compile`,
+    "bf16_channels_last_compiled" (off by default: each batch size costs a compilation of a minute or more).
     Each variant is run `iters` times interleaved with the others; images/s uses the fastest run
     (least disturbed by other processes) and the median run is reported too.
     """
@@ -229,19 +241,17 @@ def bench_forward(
     fused = optimize_for_inference(model, compile=False)
     variants_by_name: dict[str, Callable[[Tensor], Tensor]] = {"eager": model, "fused": fused}
     if dev.type == "cuda":
-        compiled = optimize_for_inference(model, compile=True)
-
-        def bf16(x: Tensor) -> Tensor:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return compiled(x)
-
-        variants_by_name["bf16_channels_last_compiled"] = bf16
+        variants_by_name["bf16_channels_last"] = _bf16(fused)
+        if compile:
+            compiled = optimize_for_inference(model, compile=True)
+            variants_by_name["bf16_channels_last_compiled"] = _bf16(compiled)
     result: dict[str, Any] = {
         "model": name,
         "device": str(dev),
         "threads": torch.get_num_threads(),
         "input_size": input_size,
         "iters": iters,
+        "compiled": compile and dev.type == "cuda",
         "images_per_s": {},
         "images_per_s_median": {},
         "speedup": {},

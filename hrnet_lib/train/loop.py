@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from hrnet_lib.data.loader import device_batch, normalize_images, worker_options
@@ -795,26 +795,23 @@ def bench_train(
         train_set, _ = build_datasets(cfg, Path(data_root), Path(cache_dir or tmp), True)
         if len(train_set) < micro:
             raise TrainingError(f"{len(train_set)} training faces give no batch of {micro}")
+        # One pass of a sampler with replacement covers every step: no epoch ends, so a small
+        # dataset does not drain and refill the workers' queue in the middle of the timed steps.
+        sampler = RandomSampler(train_set, replacement=True, num_samples=(warmup + steps) * accum * micro)
         loader = DataLoader(
             train_set,
             batch_size=micro,
-            shuffle=True,
-            drop_last=True,
+            sampler=sampler,
             pin_memory=rt.device.type == "cuda",
             **worker_options(cfg.workers),
         )
-
-        def forever() -> Iterator[dict[str, Tensor]]:
-            while True:
-                yield from loader
-
         model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(rt.device)
         if rt.device.type == "cuda" and cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         net: nn.Module = torch.compile(model) if cfg.compile else model
         set_train_mode(net, cfg.freeze_bn)
-        batches = forever()
+        batches = iter(loader)
         wait = 0.0
         for step in range(warmup + steps):
             if step == warmup:
