@@ -129,6 +129,30 @@ def refine_dark(keypoints: np.ndarray, heatmaps: np.ndarray, blur_kernel: int = 
     return (keypoints + step).astype(np.float32)
 
 
+def to_image_pixels(
+    keypoints: np.ndarray,
+    centers: np.ndarray,
+    scales: np.ndarray,
+    input_size: int,
+    heatmap_size: int,
+    rotations: np.ndarray | None = None,
+) -> np.ndarray:
+    """Decoded keypoints (N, K, 2) in heatmap pixels -> image pixels (float64): times the stride, then
+    through the inverse of each face's crop (centre and scale (N, 2) in image pixels, rotation (N,) in
+    degrees, 0 when None)."""
+    from hrnet_lib.data.transforms import invert_affine, transform_points, warp_matrix
+
+    stride = input_size / heatmap_size
+    size = (input_size, input_size)
+    rotations = np.zeros(len(keypoints)) if rotations is None else rotations
+    return np.stack(
+        [
+            transform_points(k.astype(np.float64) * stride, invert_affine(warp_matrix(c, s, float(r), size)))
+            for k, c, s, r in zip(keypoints, centers, scales, rotations, strict=True)
+        ]
+    )
+
+
 def predict_heatmaps(
     model: nn.Module, images: Tensor, flip: bool = True, flip_indices: Sequence[int] | None = None
 ) -> Tensor:

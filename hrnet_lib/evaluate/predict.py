@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps
+from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
 from hrnet_lib.evaluate.report import load_model, resolve_device
 
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -85,35 +85,24 @@ def predict_landmarks(
     device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Landmarks (N, K, 2) in image pixels and scores (N, K) for face boxes (N, 4) on a BGR image."""
-    from hrnet_lib.data.transforms import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        invert_affine,
-        transform_points,
-        warp_matrix,
-    )
+    from hrnet_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, warp_matrix
 
-    crops, inverses = [], []
+    crops, centers, scales = [], [], []
     for box in boxes:
         center, scale = crop_of_box(box)
+        centers.append(center)
+        scales.append(scale)
         matrix = warp_matrix(center, scale, 0.0, (input_size, input_size))
         crop = cv2.warpAffine(
             image, matrix, (input_size, input_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
         rgb = crop[..., ::-1].astype(np.float32)
         crops.append(((rgb - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)).transpose(2, 0, 1))
-        inverses.append(invert_affine(matrix))
     device = torch.device(device)
     batch = torch.from_numpy(np.stack(crops)).to(device)
     heatmaps = predict_heatmaps(model.to(device), batch, flip=flip)
     keypoints, scores = decode_heatmaps(heatmaps.cpu().numpy(), decoder)
-    stride = input_size / heatmap_size
-    landmarks = np.stack(
-        [
-            transform_points(kps.astype(np.float64) * stride, inv)
-            for kps, inv in zip(keypoints, inverses, strict=True)
-        ]
-    )
+    landmarks = to_image_pixels(keypoints, np.stack(centers), np.stack(scales), input_size, heatmap_size)
     return landmarks, scores
 
 

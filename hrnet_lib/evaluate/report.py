@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps
+from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
 from hrnet_lib.evaluate.metrics import ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
 from hrnet_lib.provenance import git_commit, hardware
 
@@ -118,7 +118,6 @@ def predict_faces(
     (heatmaps are averaged and decoded in float32).
     """
     from hrnet_lib.data.loader import WFLWDataset, build_loader
-    from hrnet_lib.data.transforms import invert_affine, transform_points, warp_matrix
 
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -127,7 +126,6 @@ def predict_faces(
         model = model.to(memory_format=torch.channels_last)
     dataset = WFLWDataset(faces, image_root, train=False, input_size=input_size, heatmap_size=heatmap_size)
     loader = build_loader(dataset, batch_size, train=False, workers=workers)
-    stride = input_size / heatmap_size
     out: np.ndarray | None = None
     with tqdm(total=len(faces), desc="evaluating", unit="face", disable=not progress) as bar:
         for batch in loader:
@@ -139,11 +137,9 @@ def predict_faces(
             keypoints, _ = decode_heatmaps(heatmaps.float().cpu().numpy(), decoder)
             if out is None:
                 out = np.zeros((len(faces), keypoints.shape[1], 2))
-            for i, index in enumerate(batch["index"].tolist()):
-                center = batch["center"][i].double().numpy()
-                scale = batch["scale"][i].double().numpy()
-                to_image = invert_affine(warp_matrix(center, scale, 0.0, (input_size, input_size)))
-                out[index] = transform_points(keypoints[i].astype(np.float64) * stride, to_image)
+            out[batch["index"].numpy()] = to_image_pixels(
+                keypoints, batch["center"].numpy(), batch["scale"].numpy(), input_size, heatmap_size
+            )
             bar.update(len(images))
     if out is None:
         raise ValueError("no faces to evaluate")

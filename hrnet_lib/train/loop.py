@@ -227,11 +227,9 @@ def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: tor
     A short last batch is padded to the loader's batch size, so every call runs the same input shape: on a
     GPU each new shape costs cuDNN a cold start per convolution (seconds to tens of seconds for HRNet).
     """
-    from hrnet_lib.data.transforms import invert_affine, transform_points, warp_matrix
-    from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps
+    from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps, to_image_pixels
     from hrnet_lib.evaluate.metrics import nme
 
-    stride = cfg.input_size / cfg.heatmap_size
     errors = []
     for batch in loader:
         images = normalize_images(batch["image"].to(device, non_blocking=True))
@@ -243,17 +241,13 @@ def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: tor
         with autocast(device, cfg):
             heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)[:count]
         keypoints, _ = decode_heatmaps(heatmaps.float().cpu().numpy())
-        centers, scales, rotations = (
+        pred = to_image_pixels(
+            keypoints,
             batch["center"].numpy(),
             batch["scale"].numpy(),
+            cfg.input_size,
+            cfg.heatmap_size,
             batch["rotation"].numpy(),
-        )
-        size = (cfg.input_size, cfg.input_size)
-        pred = np.stack(
-            [
-                transform_points(keypoints[i] * stride, invert_affine(warp_matrix(c, s, float(r), size)))
-                for i, (c, s, r) in enumerate(zip(centers, scales, rotations, strict=True))
-            ]
         )
         errors.append(nme(pred, batch["landmarks"].numpy().astype(np.float64)))
     return float(np.concatenate(errors).mean())
@@ -570,7 +564,7 @@ def train(
         if full and rt.world > 1:
             rngs = [None] * rt.world
             dist.all_gather_object(rngs, rng_state())
-        if not all(bool(torch.isfinite(p).all()) for p in raw_model.parameters()):
+        if not bool(torch.stack([torch.isfinite(p).all() for p in raw_model.parameters()]).all()):
             raise TrainingError(f"weights became non-finite at iteration {iteration}; not saved{kept_note()}")
         if not rt.main:
             return
