@@ -142,6 +142,18 @@ def test_dark_beats_standard_on_subpixel_gaussians() -> None:
     assert err_dark < 0.5 * err_standard
 
 
+def test_dark_gives_the_same_keypoints_for_a_tensor_and_leaves_the_input_alone() -> None:
+    rng = np.random.default_rng(2)
+    hm = gaussian_maps(rng.uniform(6, 58, size=(20, 2)))
+    before = hm.copy()
+    kps, scores = decode_heatmaps(hm, "dark")
+    kps_t, scores_t = decode_heatmaps(torch.from_numpy(hm), "dark")
+    assert isinstance(kps_t, torch.Tensor) and kps_t.dtype == torch.float32
+    np.testing.assert_array_equal(kps_t.numpy(), kps)
+    np.testing.assert_array_equal(scores_t.numpy(), scores)
+    np.testing.assert_array_equal(hm, before)  # decoding shares a float32 input; it must not write to it
+
+
 def test_dark_is_near_exact_on_clean_gaussian() -> None:
     centre = np.array([[20.3, 33.8]])
     kp, _ = decode_one(gaussian_maps(centre), "dark")

@@ -5,6 +5,7 @@ Runs the real command (`python -m hrnet_lib train`, under torchrun for DDP) on a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from hrnet_lib.train.loop import (
     main,
     split_train_val,
     validate,
+    validation_batches,
 )
 from hrnet_lib.train.presets import apply_overrides, get_preset
 
@@ -282,6 +284,9 @@ def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -
     )
     assert summary["peak_memory_mb"] == max(r["memory_mb"] for r in steps)
     assert summary["validation_s"] == pytest.approx(sum(r["val_s"] for r in log if "val_s" in r))
+    # every record carries the session's wall clock, in order, within the session's length
+    elapsed = [r["elapsed_s"] for r in log]
+    assert elapsed == sorted(elapsed) and 0 < elapsed[-1] <= summary["seconds_this_session"]
 
 
 def test_validation_pads_the_last_batch_and_scores_every_face(data: Path) -> None:
@@ -303,7 +308,12 @@ def test_validation_pads_the_last_batch_and_scores_every_face(data: Path) -> Non
             return self.inner(x)
 
     cpu = torch.device("cpu")
-    padded = validate(Recorder(), DataLoader(val_set, batch_size=4), cfg, cpu)
+    cfg = dataclasses.replace(cfg, val_batch=4)
+    batches = validation_batches(val_set, cfg)
+    assert [len(b["image"]) for b in batches[:-1]] == [4] * (len(batches) - 1) and len(
+        batches[-1]["image"]
+    ) < 4
+    padded = validate(Recorder(), batches, cfg, cpu)
     assert set(sizes) == {4} and len(sizes) == -(-len(val_set) // 4)
     whole = validate(model, DataLoader(val_set, batch_size=len(val_set)), cfg, cpu)
     assert padded == pytest.approx(whole, rel=1e-5)

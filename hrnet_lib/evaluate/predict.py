@@ -101,7 +101,7 @@ def predict_landmarks(
     device = torch.device(device)
     batch = torch.from_numpy(np.stack(crops)).to(device)
     heatmaps = predict_heatmaps(model.to(device), batch, flip=flip)
-    keypoints, scores = decode_heatmaps(heatmaps.cpu().numpy(), decoder)
+    keypoints, scores = (t.cpu().numpy() for t in decode_heatmaps(heatmaps, decoder))
     landmarks = to_image_pixels(keypoints, np.stack(centers), np.stack(scales), input_size, heatmap_size)
     return landmarks, scores
 

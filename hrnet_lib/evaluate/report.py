@@ -134,7 +134,7 @@ def predict_faces(
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and bf16):
                 heatmaps = predict_heatmaps(model, images, flip=flip)
-            keypoints, _ = decode_heatmaps(heatmaps.float().cpu().numpy(), decoder)
+            keypoints = decode_heatmaps(heatmaps, decoder)[0].cpu().numpy()
             if out is None:
                 out = np.zeros((len(faces), keypoints.shape[1], 2))
             out[batch["index"].numpy()] = to_image_pixels(

@@ -16,8 +16,10 @@ the optimiser, the position and every process's RNG states.
 
 Validation runs every epoch on a held-out part of the TRAIN split (whole images; never the test split).
 Run folder: best.pt (lowest validation NME), last.pt (full training state; `--resume` continues from it,
-or starts a new run when there is none), config.json, log.jsonl, and summary.json once the run is
-complete. Rank 0 alone logs, shows progress and writes files.
+or starts a new run when there is none), config.json, log.jsonl (one JSON record per `log_every` steps
+and per validation, each with `elapsed_s`, the seconds since this session started, so even a run cut
+short gives its timeline), and summary.json once the run is complete. Rank 0 alone logs, shows
+progress and writes files.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,27 +222,39 @@ def build_datasets(
 # Validation
 
 
-@torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> float:
-    """Mean inter-ocular NME (fraction) of `model` over `loader`: decode, then back to image pixels.
+def validation_batches(val_set: Any, cfg: TrainConfig) -> list[dict[str, Tensor]]:
+    """The validation faces as batches of `cfg.val_batch`, loaded once and kept in host memory.
 
-    A short last batch is padded to the loader's batch size, so every call runs the same input shape: on a
+    Validation crops are fixed (no augmentation), so each epoch reuses them instead of loading them again;
+    with WFLW's 375 held-out faces at 256 pixels that is 74 MB of uint8 crops.
+    """
+    return list(DataLoader(val_set, batch_size=cfg.val_batch, shuffle=False))
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, batches: Iterable[dict[str, Tensor]], cfg: TrainConfig, device: torch.device
+) -> float:
+    """Mean inter-ocular NME (fraction) of `model` over `batches`: decode, then back to image pixels.
+
+    A batch shorter than `cfg.val_batch` is padded to it, so every call runs the same input shape: on a
     GPU each new shape costs cuDNN a cold start per convolution (seconds to tens of seconds for HRNet).
+    Heatmaps are decoded where they are computed; only keypoints come back to the host.
     """
     from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps, to_image_pixels
     from hrnet_lib.evaluate.metrics import nme
 
     errors = []
-    for batch in loader:
+    for batch in batches:
         images = normalize_images(batch["image"].to(device, non_blocking=True))
         count = len(images)
-        if loader.batch_size and count < loader.batch_size:
-            images = torch.cat([images, images.new_zeros((loader.batch_size - count, *images.shape[1:]))])
+        if count < cfg.val_batch:
+            images = torch.cat([images, images.new_zeros((cfg.val_batch - count, *images.shape[1:]))])
         if device.type == "cuda" and cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg):
             heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)[:count]
-        keypoints, _ = decode_heatmaps(heatmaps.float().cpu().numpy())
+        keypoints = decode_heatmaps(heatmaps)[0].cpu().numpy()
         pred = to_image_pixels(
             keypoints,
             batch["center"].numpy(),
@@ -453,7 +467,7 @@ def train(
     sampler = ResumableSampler(train_set, rt.world, rt.rank, cfg.seed)
     loader_args: dict[str, Any] = dict(pin_memory=rt.device.type == "cuda", **worker_options(cfg.workers))
     train_loader = DataLoader(train_set, batch_size=micro, sampler=sampler, drop_last=True, **loader_args)
-    val_loader = DataLoader(val_set, batch_size=cfg.val_batch, shuffle=False, **loader_args)
+    val_batches = validation_batches(val_set, cfg) if rt.main else []
     iters_per_epoch = len(train_set) // cfg.global_batch
     if iters_per_epoch == 0:
         raise TrainingError(f"{len(train_set)} training faces give no full batch of {cfg.global_batch}")
@@ -547,6 +561,7 @@ def train(
 
     def log(record: dict[str, Any]) -> None:
         if log_file is not None:
+            record["elapsed_s"] = time.perf_counter() - started  # wall clock of this session, for timelines
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             session.append(record)
@@ -589,7 +604,7 @@ def train(
         val_nme = math.nan
         if rt.main:
             start = time.perf_counter()
-            val_nme = validate(raw_model, val_loader, cfg, rt.device)
+            val_nme = validate(raw_model, val_batches, cfg, rt.device)
             set_train_mode(raw_model, cfg.freeze_bn)
             improved = val_nme < best_nme
             best_nme = min(best_nme, val_nme)

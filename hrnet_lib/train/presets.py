@@ -160,20 +160,20 @@ def _wflw_1gpu() -> TrainConfig:
     """The published recipe on one GPU: the whole global batch of 512 in one pass, 60 epochs.
 
     bf16 autocast, channels_last, the face-crop cache and heatmaps encoded on the GPU; validation in
-    batches of 512 too, so it runs the convolution shapes the training already planned. If the GPU cannot
-    hold 512 images the first step stops with a message naming `per_device_batch=256` (gradient
-    accumulation; the global batch stays 512).
+    batches of 512 too, one input shape for every call (its first call is still cold, see below). If the
+    GPU cannot hold 512 images the first step stops with a message naming `per_device_batch=256`
+    (gradient accumulation; the global batch stays 512).
 
-    Why one pass: on one H200 (torch 2.11, cu130; 7,124 synthetic training faces, 13 steps an epoch),
-    4 accumulated micro-batches of 128 took roughly 0.5-0.8 s a step (read off tqdm's one-second clock),
-    with 11.2 GB peak memory, 0.2-1% data wait and a first step of about 40 s (most likely cuDNN's cold
-    start of each convolution shape). Eager HRNet-W18 issues about 4,300 operations per forward pass, so
-    small micro-batches are likely bound by launch overhead; a step of one pass issues a quarter of the
-    launches of four. Its memory,
-    about 45 GB by linear scaling of 11.2 GB, and its step time are not measured yet (`.ci/gpu-check`).
-    BatchNorm statistics are over each pass's images: 512 here, 64 in mmpose's run (`per_device_batch=64`
-    reproduces that at 8 passes a step). Compiling cost 190 s more start-up than eager and would have to
-    save 0.24 s a step over the 780 steps to pay that back, so it is off by default (`compile=true`).
+    Measured on one H200 (torch 2.11, cu130; `.ci/gpu-check`, 7,124 synthetic training faces, 13 steps an
+    epoch, commit 016ab69): 0.495 s a step (1,033 images/s, median of the logged windows), 45.5 GB peak
+    memory, 0.02% data wait; the first step took 51.5 s and the first validation 37.0 s, later ones
+    1.1-1.7 s. The run was cut off by the device's time limit after 48 of 60 epochs, 8 min 11 s into the
+    training loop. With `cudnn_benchmark=false` the first step took 45.7 s, the first validation 41.3 s
+    and steady steps 0.537 s, so the cold starts are not cuDNN's algorithm search, and the search makes
+    steps 8% faster. For comparison, mmpose's 8 passes of 64 (`per_device_batch=64`, `make bench` on the
+    same card) ran 485 images/s. BatchNorm statistics are over each pass's images: 512 here, 64 in
+    mmpose's run (`per_device_batch=64` reproduces that). Compiling cost 190 s more start-up than eager
+    (measured with 4 passes of 128), so it is off by default (`compile=true`).
     """
     return TrainConfig(global_batch=512, per_device_batch=None, val_batch=512, workers=12)
 
