@@ -238,7 +238,7 @@ def validate(
     """Mean inter-ocular NME (fraction) of `model` over `batches`: decode, then back to image pixels.
 
     A batch shorter than `cfg.val_batch` is padded to it, so every call runs the same input shape: on a
-    GPU each new shape costs cuDNN a cold start per convolution (seconds to tens of seconds for HRNet).
+    GPU a new input shape costs a cold start (the first validation of `wflw-1gpu` took 37 s on an H200).
     Heatmaps are decoded where they are computed; only keypoints come back to the host.
     """
     from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps, to_image_pixels
