@@ -2,12 +2,21 @@
 
 Benchmarks are not tests: this measures and writes `OUT/bench.json` and `OUT/bench.png`, and prints
 a short table. Every number is measured on the machine that runs it; nothing is estimated.
+
+`--cold-start VARIANTS` measures instead where a fresh process spends its first training step and
+first validation pass (each variant in its own process, since a cold start happens once a process),
+and writes `OUT/cold_start.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +24,18 @@ import torch
 
 from hrnet_lib.provenance import hardware
 from hrnet_lib.train.checkpoint import save_json
+from hrnet_lib.train.presets import TrainConfig
+
+# Each variant: config overrides and environment variables for its process. They test the candidate
+# causes of a slow first step: cuDNN's algorithm search, bf16/channels_last kernels, the cuDNN v8
+# (graph) API's plan building, and CUDA's lazy loading of kernels.
+COLD_START_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "default": ([], {}),
+    "no-benchmark": (["cudnn_benchmark=false"], {}),
+    "fp32-nchw": (["bf16=false", "channels_last=false"], {}),
+    "cudnn-v7-api": ([], {"TORCH_CUDNN_V8_API_DISABLED": "1"}),
+    "eager-module-loading": ([], {"CUDA_MODULE_LOADING": "EAGER"}),
+}
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -40,6 +61,149 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> dict[str, Any]:
+    """Where this process's first training step and first validation pass spend their time.
+
+    Times the setup (model to the device), then the first training step (forward, backward, Adam) under
+    the profiler and `steps` more (median), then the same for a validation pass (evaluation-mode forward
+    under inference mode, decoding on the device). `top_ops` lists the ops with the most CPU time in each
+    first call: cuDNN building its plans shows up as CPU time inside `aten::cudnn_convolution` or
+    `aten::cudnn_batch_norm`, CUDA loading kernels lazily as time spread over many ops. The images and
+    keypoints are random: what is cold depends on shapes and kernels, not on content.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from hrnet_lib.data.loader import normalize_images
+    from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps
+    from hrnet_lib.model.hrnet import build_model
+    from hrnet_lib.train.loop import autocast, forward_backward, memory_mb
+
+    cuda = cfg.device != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    channels_last = cuda and cfg.channels_last
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    start = time.perf_counter()
+    model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(0)
+    size = cfg.input_size
+    fake = {
+        "image": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator),
+        "keypoints": torch.rand((batch, cfg.num_keypoints, 2), generator=generator) * size,
+        "target_weight": torch.ones(batch, cfg.num_keypoints),
+    }
+    sync()
+    result: dict[str, Any] = {
+        "device": hardware(device),
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "batch": batch,
+        "config": {
+            "model": cfg.model,
+            "input_size": size,
+            "bf16": cfg.bf16,
+            "channels_last": cfg.channels_last,
+            "cudnn_benchmark": cfg.cudnn_benchmark,
+        },
+        "setup_s": time.perf_counter() - start,
+    }
+
+    def train_step() -> None:
+        model.train()
+        forward_backward(model, [fake], cfg, device)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def validation_pass() -> None:
+        images = normalize_images(fake["image"].to(device))
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg):
+            heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)
+        decode_heatmaps(heatmaps)[0].cpu()
+
+    for name, call in (("train", train_step), ("validation", validation_pass)):
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            begin = time.perf_counter()
+            call()
+            sync()
+            first = time.perf_counter() - begin
+        later = []
+        for _ in range(steps):
+            begin = time.perf_counter()
+            call()
+            sync()
+            later.append(time.perf_counter() - begin)
+        events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        result[name] = {
+            "first_s": first,
+            "steady_s": statistics.median(later),
+            "top_ops": [
+                {
+                    "op": e.key,
+                    "calls": e.count,
+                    "self_cpu_s": e.self_cpu_time_total / 1e6,
+                    "cpu_total_s": e.cpu_time_total / 1e6,
+                }
+                for e in events[:rows]
+            ],
+        }
+    result["peak_memory_mb"] = memory_mb(device)
+    return result
+
+
+def run_cold_starts(preset: str, variants: list[str], batch: int | None, out: Path) -> dict[str, Any]:
+    """`cold_start` of each named variant of `preset`, each in a fresh Python process."""
+    unknown = [v for v in variants if v not in COLD_START_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown cold-start variants {unknown}; valid: {', '.join(COLD_START_VARIANTS)}")
+    results: dict[str, Any] = {}
+    for variant in variants:
+        env = COLD_START_VARIANTS[variant][1]
+        command = [sys.executable, "-m", "hrnet_lib", "bench", "--cold-start-child", variant]
+        command += ["--train-preset", preset, "--out", str(out)] + (["--batch", str(batch)] if batch else [])
+        begin = time.perf_counter()
+        quiet = {"KINETO_LOG_LEVEL": "5"}  # the profiler's own start/stop lines
+        subprocess.run(command, env={**os.environ, **quiet, **env}, check=True)
+        result = json.loads((out / f"cold_start_{variant}.json").read_text())
+        result["process_wall_s"] = time.perf_counter() - begin  # includes importing torch and CUDA init
+        results[variant] = result
+    return results
+
+
+def _cold_start_child(variant: str, preset: str, batch: int | None, out: Path) -> None:
+    from hrnet_lib.train.presets import apply_overrides, get_preset
+
+    overrides, env = COLD_START_VARIANTS[variant]
+    cfg = apply_overrides(get_preset(preset), overrides)
+    result = cold_start(cfg, batch or cfg.per_device_batch or cfg.global_batch)
+    result |= {"variant": variant, "preset": preset, "overrides": overrides}
+    result["env"] = {key: os.environ.get(key) for key in env}
+    save_json(result, out / f"cold_start_{variant}.json")
+
+
+def _print_cold_starts(results: dict[str, Any]) -> None:
+    columns = ("process", 9), ("setup", 8), ("train 1st", 11), ("steady", 8), ("val 1st", 9), ("steady", 8)
+    print(f"{'variant':<22}" + "".join(f"{name:>{width}}" for name, width in columns))
+    for variant, r in results.items():
+        t, v = r["train"], r["validation"]
+        print(
+            f"{variant:<22}{r['process_wall_s']:>8.1f}s{r['setup_s']:>7.1f}s{t['first_s']:>10.2f}s"
+            f"{t['steady_s']:>7.3f}s{v['first_s']:>8.2f}s{v['steady_s']:>7.3f}s"
+        )
+    for variant, r in results.items():
+        for name in ("train", "validation"):
+            ops = ", ".join(f"{o['op']} {o['self_cpu_s']:.2f}s" for o in r[name]["top_ops"][:4])
+            print(f"{variant}, first {name} call, most CPU time: {ops}")
+
+
 def main(argv: list[str]) -> int:
     from hrnet_lib.data.loader import bench_loader
     from hrnet_lib.data.synthetic import synthesize
@@ -60,9 +224,29 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="on a GPU, also time torch.compile'd forward passes and compile the training step (minutes)",
     )
+    parser.add_argument(
+        "--cold-start",
+        metavar="VARIANTS",
+        help=f"only time the first steps of fresh processes of --train-preset, comma-separated variants of "
+        f"{', '.join(COLD_START_VARIANTS)} (or 'all')",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="images a pass for --cold-start (default: the preset's)"
+    )
+    parser.add_argument("--cold-start-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cold_start_child:
+        _cold_start_child(args.cold_start_child, args.train_preset, args.batch, args.out)
+        return 0
+    if args.cold_start:
+        names = list(COLD_START_VARIANTS) if args.cold_start == "all" else args.cold_start.split(",")
+        results = run_cold_starts(args.train_preset, names, args.batch, args.out)
+        save_json(results, args.out / "cold_start.json")
+        _print_cold_starts(results)
+        print(f"wrote {args.out / 'cold_start.json'}")
+        return 0
     root = args.data_root or args.out / "synthetic"
     if args.data_root is None and not (root / "WFLW_annotations").is_dir():
         synthesize(root, n_train=args.samples, n_test=20, seed=0)
