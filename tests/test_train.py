@@ -284,6 +284,13 @@ def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -
     )
     assert summary["peak_memory_mb"] == max(r["memory_mb"] for r in steps)
     assert summary["validation_s"] == pytest.approx(sum(r["val_s"] for r in log if "val_s" in r))
+    # where the session went: its parts, measured apart, add up to no more than the whole
+    ends = [r["iteration"] for r in steps]
+    windows = zip([0, *ends], ends, steps, strict=False)
+    training_s = sum((end - begin) * r["step_s"] for begin, end, r in windows)
+    assert summary["setup_s"] > 0 and summary["checkpoint_s"] > 0
+    parts = summary["setup_s"] + training_s + summary["validation_s"] + summary["checkpoint_s"]
+    assert parts <= summary["seconds_this_session"]
     # every record carries the session's wall clock, in order, within the session's length
     elapsed = [r["elapsed_s"] for r in log]
     assert elapsed == sorted(elapsed) and 0 < elapsed[-1] <= summary["seconds_this_session"]

@@ -18,8 +18,9 @@ Validation runs every epoch on a held-out part of the TRAIN split (whole images;
 Run folder: best.pt (lowest validation NME), last.pt (full training state; `--resume` continues from it,
 or starts a new run when there is none), config.json, log.jsonl (one JSON record per `log_every` steps
 and per validation, each with `elapsed_s`, the seconds since this session started, so even a run cut
-short gives its timeline), and summary.json once the run is complete. Rank 0 alone logs, shows
-progress and writes files.
+short gives its timeline), and summary.json once the run is complete (its speed, and where the session's
+time went: setup, first step, validation, checkpoints). Rank 0 alone logs, shows progress and writes
+files.
 """
 
 from __future__ import annotations
@@ -558,6 +559,7 @@ def train(
     log_file = open(log_path, "a") if rt.main else None  # noqa: SIM115 (closed in the finally below)
 
     session: list[dict[str, Any]] = []  # this session's records, for the speed lines of summary.json
+    spent = {"checkpoint_s": 0.0}  # this session's time in writing checkpoints, for summary.json
 
     def log(record: dict[str, Any]) -> None:
         if log_file is not None:
@@ -575,6 +577,7 @@ def train(
 
     def checkpoint(path: Path, full: bool, position: tuple[int, int], val_nme: float | None = None) -> None:
         """Save a checkpoint (rank 0 writes). A full one is collective: every rank adds its RNG state."""
+        begin = time.perf_counter()
         rngs = [rng_state()]
         if full and rt.world > 1:
             rngs = [None] * rt.world
@@ -597,6 +600,7 @@ def train(
             state["rng"] = rngs
             state["world_size"] = rt.world
         save_checkpoint(state, path)
+        spent["checkpoint_s"] += time.perf_counter() - begin
 
     def end_of_block(position: tuple[int, int]) -> None:
         """Validate (rank 0), keep best, then save last at `position` (next epoch, next step)."""
@@ -633,6 +637,7 @@ def train(
         total=total_iters, initial=iteration, desc="train", unit="step", disable=not rt.main, mininterval=1
     )
     window = {"loss": 0.0, "steps": 0, "wait": 0.0, "start": time.perf_counter()}
+    setup_s = window["start"] - started
     set_train_mode(model, cfg.freeze_bn)
 
     def epoch_batches(epoch: int, step: int) -> Iterator[dict[str, Tensor]]:
@@ -726,7 +731,9 @@ def train(
             "best_val_nme": best_nme,
             "best_iteration": load_checkpoint(best_path)["iteration"],
             "seconds_this_session": time.perf_counter() - started,
+            "setup_s": setup_s,
             **speed_summary(session),
+            "checkpoint_s": spent["checkpoint_s"],
         }
         save_json(summary, out / "summary.json")
         print(f"done: {iteration} steps, best validation NME {100 * best_nme:.2f}%, {best_path}", flush=True)
