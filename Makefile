@@ -9,9 +9,9 @@ STAMP := $(VENV)/.setup-stamp
 
 # What to run on: DATA=synthetic (default when data/WFLW is absent) or DATA=wflw.
 DATA ?= $(if $(wildcard data/WFLW/WFLW_annotations),wflw,synthetic)
-# Number of training processes: GPUs found, else 1 on the CPU.
+# Number of training processes: on WFLW the GPUs found (else 1); the synthetic CPU default is one process.
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-NPROC := $(if $(filter-out 0,$(GPUS)),$(GPUS),1)
+NPROC := $(if $(and $(filter wflw,$(DATA)),$(filter-out 0,$(GPUS))),$(GPUS),1)
 ifeq ($(DATA),wflw)
 DATA_ROOT ?= data/WFLW
 PRESET ?= $(if $(filter 1,$(NPROC)),wflw-1gpu,wflw-mmpose)
@@ -24,6 +24,9 @@ SYNTH_TRAIN ?= 1500
 SYNTH_TEST ?= 500
 SYNTH_SEED ?= 0
 PUBLISHED_CKPT := data/hrnetv2_w18_wflw_256x256-2bf032a6_20210125.pth
+# The published recipe starts the backbone from ImageNet weights (WFLW runs; `PRETRAINED=` trains from scratch).
+IMAGENET_WEIGHTS := data/hrnetv2_w18-00eb2006.pth
+PRETRAINED ?= $(if $(filter wflw,$(DATA)),$(IMAGENET_WEIGHTS))
 
 .PHONY: help setup test lint data synth train evaluate book reproduce lab bench clean
 
@@ -31,7 +34,7 @@ help:
 	@echo "make setup      create .venv and install hrnet_lib with its extras (idempotent)"
 	@echo "make test       lint, unit tests, notebook smoke runs and the book build"
 	@echo "make reproduce  data -> train -> evaluate -> book (synthetic on CPU, WFLW with DATA=wflw GPUS=N)"
-	@echo "make data       download WFLW into data/WFLW (or use archives you have: see data/README.md)"
+	@echo "make data       download WFLW into data/WFLW and the ImageNet weights (or see data/README.md)"
 	@echo "make synth      write the synthetic WFLW-format dataset into data/synthetic"
 	@echo "make book       execute the notebooks with papermill and build the offline book (PRESET=smoke is quick)"
 	@echo "make lab        JupyterLab on nbs/ (the .py notebooks open as notebooks through jupytext)"
@@ -57,6 +60,10 @@ test: setup lint
 data: setup
 	$(PY) -m hrnet_lib data download --root data/WFLW
 	$(PY) -m hrnet_lib data check --root data/WFLW
+	$(PY) -m hrnet_lib data weights --out $(IMAGENET_WEIGHTS)
+
+$(IMAGENET_WEIGHTS): | setup
+	$(PY) -m hrnet_lib data weights --out $@
 
 synth: data/synthetic/.done
 
@@ -77,9 +84,9 @@ endif
 # summary.json is written only when a run completes, so an interrupted run is resumed, not skipped.
 train: $(RUN)/summary.json
 
-$(RUN)/summary.json: $(DATA_DONE) | setup
+$(RUN)/summary.json: $(DATA_DONE) | setup $(PRETRAINED)
 	$(if $(filter 1,$(NPROC)),$(PY) -m hrnet_lib,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m hrnet_lib) \
-	  train --preset $(PRESET) --data-root $(DATA_ROOT) --out $(RUN) --resume
+	  train --preset $(PRESET) --data-root $(DATA_ROOT) --out $(RUN) --resume $(if $(PRETRAINED),--pretrained $(PRETRAINED))
 
 evaluate: $(RUN)/results.json
 

@@ -344,3 +344,72 @@ def test_repo_manifest() -> None:
         ("WFLW_images.tar.gz", wflw.IMAGE_DIR),
     }
     assert all(a.urls and all(url.startswith("https://") for url in a.urls) for a in archives)
+
+
+# ---------------------------------------------------------------- ImageNet weights
+
+
+def imagenet_like_weights(with_head: bool = False) -> bytes:
+    """Our W18 backbone's tensors plus an ImageNet classifier's extra keys, as a torch.save'd file."""
+    import torch
+
+    from hrnet_lib.model.hrnet import build_model
+
+    state = {
+        k: v for k, v in build_model("hrnetv2_w18").state_dict().items() if with_head or k[:5] != "head."
+    }
+    if not with_head:
+        state["classifier.weight"] = torch.zeros(1000, 2048)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def weights_entry(url: str) -> download.Archive:
+    return download.Archive("hrnetv2_w18-00eb2006.pth", (url,), None, None, "")
+
+
+def test_weights_are_checked_then_put_in_place(server: Server, tmp_path: Path) -> None:
+    server.files["/w.pth"] = data = imagenet_like_weights()
+    dest = tmp_path / "data" / "hrnetv2_w18-00eb2006.pth"
+    lines: list[str] = []
+    assert download.download_weights(dest, weights_entry(server.url("/w.pth")), log=lines.append) == dest
+    assert dest.read_bytes() == data
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]  # no staging file left
+    assert any("NOT verified" in line for line in lines)  # the manifest has no hash for it
+    assert any("imagenet" in line and "classifier" in line for line in lines)  # the load report
+    # A file already there is kept, without asking the server again.
+    requests = len(server.requests)
+    download.download_weights(dest, weights_entry(server.url("/w.pth")), log=lines.append)
+    assert len(server.requests) == requests
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"<not a checkpoint>" * 100, "not usable"), ("with_head", "not an ImageNet backbone")],
+)
+def test_weights_that_do_not_load_into_the_backbone_are_deleted(
+    server: Server, tmp_path: Path, content: bytes | str, message: str
+) -> None:
+    server.files["/w.pth"] = imagenet_like_weights(with_head=True) if content == "with_head" else content
+    dest = tmp_path / "hrnetv2_w18-00eb2006.pth"
+    with pytest.raises(download.DownloadError, match=message):
+        download.download_weights(dest, weights_entry(server.url("/w.pth")), log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_without_network_say_where_to_put_them(tmp_path: Path, capsys) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text(
+        json.dumps({"weights": {"name": "w.pth", "urls": [unused_port_url()], "sha256": None, "size": None}})
+    )
+    dest = tmp_path / "w.pth"
+    assert cli.main(["weights", "--out", str(dest), "--manifest", str(manifest), "--timeout", "2"]) == 1
+    assert f"put it at {dest}" in capsys.readouterr().err
+    assert not dest.exists()
+
+
+def test_repo_manifest_names_the_imagenet_weights() -> None:
+    entry = download.load_weights_entry(REPO / "data" / "manifest.json")
+    assert entry.name == "hrnetv2_w18-00eb2006.pth"
+    assert entry.urls and all(url.startswith("https://") and url.endswith(entry.name) for url in entry.urls)

@@ -249,6 +249,16 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         load_weights(build_model(), {"epoch": 3, "optimizer": {}})
     with pytest.raises(ValueError, match="version"):
         to_mmpose_state_dict({}, version=2)
+    # Files that are no checkpoint at all: a web page, and a real checkpoint cut short.
+    page = tmp_path / "page.pth"
+    page.write_text("<html>quota exceeded</html>")
+    whole = tmp_path / "whole.pth"
+    torch.save(build_model("hrnetv2_w18_small_v2").state_dict(), whole)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for path in (page, cut):
+        with pytest.raises(ValueError, match=f"{path.name}: not a readable PyTorch checkpoint"):
+            load_weights(build_model(), path)
 
 
 def test_wrapped_models_and_mmpose_prefixed_imagenet_weights(source, reference_output):

@@ -1,4 +1,5 @@
-"""`python -m hrnet_lib data check|download`: validate a WFLW root, or fetch the official archives."""
+"""`python -m hrnet_lib data check|download|weights`: validate a WFLW root, fetch the official archives,
+or fetch the ImageNet backbone weights the published recipe starts from."""
 
 from __future__ import annotations
 
@@ -57,7 +58,20 @@ def fetch(root: Path, archives: list[Path], manifest: Path | None, timeout: floa
     return 0
 
 
+def fetch_weights(out: Path, manifest: Path | None, timeout: float) -> int:
+    """Download and check the ImageNet HRNetV2-W18 weights; a clear message, not a traceback."""
+    manifest = manifest or REPO_MANIFEST
+    try:
+        download.download_weights(out, download.load_weights_entry(manifest), timeout=timeout)
+    except download.DownloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"ImageNet weights are ready at {out}; train from them with --pretrained {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m hrnet_lib data`; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m hrnet_lib data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     check_parser = commands.add_parser("check", help="validate a dataset root and print its statistics")
@@ -71,9 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         "--manifest", type=Path, default=None, help="archive manifest (default: data/manifest.json)"
     )
     fetch_parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    weights_parser = commands.add_parser("weights", help="fetch and check the ImageNet HRNetV2-W18 weights")
+    weights_parser.add_argument(
+        "--out", type=Path, default=Path("data/hrnetv2_w18-00eb2006.pth"), help="where to put the file"
+    )
+    weights_parser.add_argument(
+        "--manifest", type=Path, default=None, help="manifest with a 'weights' entry (default: the repo's)"
+    )
+    weights_parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.root)
+    if args.command == "weights":
+        return fetch_weights(args.out, args.manifest, args.timeout)
     return fetch(args.root, args.archive, args.manifest, args.timeout)
 
 

@@ -1,4 +1,5 @@
-"""Fetch, verify and extract the WFLW archives listed in a manifest (data/manifest.json).
+"""Fetch, verify and extract the WFLW archives listed in a manifest (data/manifest.json), and fetch
+the ImageNet backbone weights the published recipe starts from (its "weights" entry).
 
 Each archive is downloaded to ROOT/archives/NAME through NAME.part, resuming a partial file with an
 HTTP Range request; its SHA-256 is checked against the manifest when the manifest has one (when it
@@ -252,3 +253,63 @@ def download_dataset(
         extract(path, root, entry.extracts_to)
     if missing:
         raise DownloadError(_missing_message(root, missing))
+
+
+def load_weights_entry(path: str | Path) -> Archive:
+    """The manifest's "weights" entry (a single file, nothing to extract); DownloadError when absent."""
+    path = Path(path)
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))["weights"]
+        return Archive(
+            name=str(entry["name"]),
+            urls=tuple(str(url) for url in entry["urls"]),
+            sha256=entry["sha256"],
+            size=None if entry["size"] is None else int(entry["size"]),
+            extracts_to="",
+        )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DownloadError(f"{path}: no usable 'weights' entry: {err!r}") from None
+
+
+def download_weights(
+    dest: str | Path, entry: Archive, timeout: float = 30.0, log: Callable[[str], None] = print
+) -> Path:
+    """Fetch the ImageNet HRNetV2-W18 weights of `entry` to `dest`, checked before they are put there.
+
+    A file already at `dest` is kept. The download lands beside `dest` first; it is moved into place only
+    when its size and hash agree with the manifest (where it has them) and it loads strictly into the
+    HRNetV2-W18 backbone. A file that fails is deleted, with the reason.
+    """
+    from hrnet_lib.model.hrnet import build_model
+    from hrnet_lib.model.weights import WeightsMismatchError, load_weights
+
+    dest = Path(dest)
+    if dest.is_file():
+        log(f"{dest}: already present (delete it to download again)")
+        return dest
+    staging = dest.with_name(f".{dest.name}.download")
+    reasons = []
+    for url in entry.urls:
+        log(f"{entry.name}: downloading {url}")
+        try:
+            fetch(url, staging, timeout=timeout)
+            break
+        except DownloadError as err:
+            log(f"  failed: {err}")
+            reasons.append(str(err))
+    else:
+        raise DownloadError(
+            f"could not download {entry.name}: {'; '.join(reasons) or 'no URL in the manifest'}. "
+            f"Fetch it by hand and put it at {dest}"
+        )
+    try:
+        verify(staging, entry, log)
+        report = load_weights(build_model("hrnetv2_w18"), staging)
+        if report.layout not in ("imagenet", "backbone"):
+            raise DownloadError(f"{staging}: holds {report.layout} weights, not an ImageNet backbone")
+    except (DownloadError, WeightsMismatchError, ValueError, TypeError, OSError) as err:
+        staging.unlink(missing_ok=True)
+        raise DownloadError(f"{entry.name} from {url} is not usable (deleted): {err}") from None
+    log(f"{entry.name}: {report}")
+    os.replace(staging, dest)
+    return dest

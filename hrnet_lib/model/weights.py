@@ -145,20 +145,26 @@ class _PlaceholderPickle:
 
 def read_checkpoint(path: str | Path) -> tuple[Any, list[str]]:
     """torch.load on CPU: safe (weights_only) first; files whose metadata holds other objects (mmpose's
-    "meta", mmengine's "message_hub") need full unpickling, which only trusted files should get."""
+    "meta", mmengine's "message_hub") need full unpickling, which only trusted files should get.
+    A file that is no PyTorch checkpoint at all (damaged, truncated, a web page) is a ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    unreadable = (pickle.UnpicklingError, EOFError, RuntimeError)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), []
     except pickle.UnpicklingError as safe_error:
         reason = str(safe_error).strip().splitlines()[0]
+    except unreadable as error:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
     note = (
         f"{path.name} holds non-tensor objects ({reason}); it was read with weights_only=False, "
         "which runs pickled code: only load files you trust"
     )
     try:
         return torch.load(path, map_location="cpu", weights_only=False), [note]
+    except unreadable as error:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
     except (ImportError, AttributeError) as missing:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PlaceholderPickle)
         return obj, [

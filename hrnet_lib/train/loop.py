@@ -489,7 +489,7 @@ def train(
 
         try:  # strict: only what the layout explains may be missing (ImageNet weights: the head)
             report = load_weights(model, pretrained)
-        except (WeightsMismatchError, ValueError, OSError) as error:
+        except (WeightsMismatchError, ValueError, TypeError, OSError) as error:
             raise TrainingError(f"--pretrained {pretrained}: {error}") from error
         if rt.main:
             print(f"pretrained weights from {pretrained}: {report}", flush=True)
