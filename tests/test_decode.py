@@ -44,11 +44,13 @@ def test_equal_neighbours_give_no_step() -> None:
     ("x", "y", "expected"),
     [
         (1, 7, [1.0, 7.25]),  # mmpose refines x only where 1 < x < W - 1: not at x = 1
-        (0, 7, [0.0, 7.25]),
+        (0, 7, [0.0, 7.0]),  # and y only where 0 < x: column 0 is refined along neither axis
         (2, 7, [2.25, 7.25]),  # x = 2 is refined
         (14, 7, [14.25, 7.25]),  # x = W - 2 is refined
         (15, 7, [15.0, 7.25]),  # x = W - 1: no right neighbour
         (5, 1, [5.25, 1.0]),  # same bounds for y
+        (5, 0, [5.0, 0.0]),  # row 0: x is not refined either (0 < y)
+        (0, 0, [0.0, 0.0]),
         (5, 14, [5.25, 14.25]),
         (15, 15, [15.0, 15.0]),
     ],
@@ -87,7 +89,8 @@ def test_maximum_at_or_below_zero_gives_minus_one(fill: float) -> None:
 
 
 def naive_standard(heatmaps: np.ndarray) -> np.ndarray:
-    """Loop re-statement of the published rule, point by point, as an independent check."""
+    """Loop re-statement of mmpose's get_heatmap_maximum + refine_keypoints, with its bounds as
+    published (1 < x < W - 1 and 0 < y < H for x; 1 < y < H - 1 and 0 < x < W for y)."""
     b, k, h, w = heatmaps.shape
     out = np.zeros((b, k, 2))
     for i in range(b):
@@ -98,9 +101,9 @@ def naive_standard(heatmaps: np.ndarray) -> np.ndarray:
                 out[i, j] = -1
                 continue
             px, py = float(x), float(y)
-            if 1 < x < w - 1:
+            if 1 < x < w - 1 and 0 < y < h:
                 px += 0.25 * np.sign(m[y, x + 1] - m[y, x - 1])
-            if 1 < y < h - 1:
+            if 1 < y < h - 1 and 0 < x < w:
                 py += 0.25 * np.sign(m[y + 1, x] - m[y - 1, x])
             out[i, j] = px, py
     return out

@@ -7,8 +7,9 @@ to get input pixels, then apply the inverse crop transform to get image pixels.
 The standard decoder is mmpose's (``get_heatmap_maximum`` + ``refine_keypoints``), which produced the
 published 4.06: the first maximum in row-major order; a maximum at or below zero gives the position
 (-1, -1) and is not refined; otherwise x moves 0.25 px toward its larger horizontal neighbour when
-1 < x < W - 1, and y 0.25 px toward its larger vertical neighbour when 1 < y < H - 1 (each axis on
-its own; equal neighbours give no step).
+1 < x < W - 1 and 0 < y, and y 0.25 px toward its larger vertical neighbour when 1 < y < H - 1 and
+0 < x (each axis on its own; equal neighbours give no step; so a maximum in row 0 or column 0 is
+refined along neither axis).
 
 DARK (Zhang et al., "Distribution-Aware Coordinate Representation for Human Pose Estimation", CVPR
 2020) starts from the same maximum, smooths the heatmap with a Gaussian (zero border, rescaled to keep
@@ -83,10 +84,10 @@ def refine_quarter(keypoints: Tensor, heatmaps: Tensor) -> Tensor:
         index = (y + oy).clamp(0, h - 1) * w + (x + ox).clamp(0, w - 1)
         return flat.gather(-1, index[..., None])[..., 0]
 
-    valid = (x >= 0) & (y >= 0)
     zero = torch.zeros((), dtype=heatmaps.dtype, device=heatmaps.device)
-    dx = torch.where(valid & (x > 1) & (x < w - 1), at(1, 0) - at(-1, 0), zero)
-    dy = torch.where(valid & (y > 1) & (y < h - 1), at(0, 1) - at(0, -1), zero)
+    # mmpose's bounds, which also leave the (-1, -1) of a non-positive maximum alone
+    dx = torch.where((x > 1) & (x < w - 1) & (y > 0) & (y < h), at(1, 0) - at(-1, 0), zero)
+    dy = torch.where((y > 1) & (y < h - 1) & (x > 0) & (x < w), at(0, 1) - at(0, -1), zero)
     return keypoints + 0.25 * torch.stack([dx.sign(), dy.sign()], dim=-1)
 
 
