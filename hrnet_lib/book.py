@@ -195,8 +195,7 @@ def run_provenance(run_dir: str | Path, data_kind: str, preset: str, data_root: 
             f"{run / 'config.json'}: the run was trained on {info['data_root']}, not {data_root}"
         )
     finished = datetime.datetime.fromtimestamp((run / "last.pt").stat().st_mtime, datetime.timezone.utc)
-    device = info["device"]
-    hardware = f"{info['world_size']} x {device}" + (f" ({os.cpu_count()} cores)" if device == "cpu" else "")
+    hardware = f"{info['world_size']} x {info['device']}"
     return {
         "data_kind": data_kind,
         "preset": preset,

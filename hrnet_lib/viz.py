@@ -18,7 +18,6 @@ from typing import Any
 import cv2
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
@@ -60,15 +59,6 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def figure_to_array(fig: Figure, dpi: float | None = None) -> np.ndarray:
-    """Render a figure to an (H, W, 3) uint8 RGB array (for tests and for image grids)."""
-    canvas = FigureCanvasAgg(fig)
-    if dpi is not None:
-        fig.set_dpi(dpi)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 def figure_png(fig: Figure, dpi: float = 110.0) -> bytes:
     """The figure as PNG bytes (what the book embeds; independent of any notebook backend)."""
     buffer = io.BytesIO()
@@ -98,21 +88,6 @@ def denormalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) 
     chw = np.asarray(image, dtype=np.float64)
     rgb = chw.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
     return np.clip(rgb, 0, 255).round().astype(np.uint8)
-
-
-def draw_landmarks(
-    image: np.ndarray, landmarks: np.ndarray, color: tuple[int, int, int] = (255, 0, 0), radius: int = 2
-) -> np.ndarray:
-    """A copy of a uint8 RGB image with a filled dot on each landmark (sub-pixel centres, via cv2)."""
-    canvas = as_display_image(image).copy()
-    shift = 4  # cv2 fixed-point bits: centres to 1/16 pixel
-    for x, y in np.asarray(landmarks, dtype=np.float64).reshape(-1, 2):
-        if np.isfinite(x) and np.isfinite(y):
-            centre = (int(round(x * (1 << shift))), int(round(y * (1 << shift))))
-            cv2.circle(
-                canvas, centre, radius << shift, color, thickness=-1, lineType=cv2.LINE_AA, shift=shift
-            )
-    return canvas
 
 
 # ----------------------------------------------------------------------------- faces
@@ -223,24 +198,6 @@ def compare_grid(
         centre, half = (lo + hi) / 2, 0.65 * float(np.max(hi - lo))
         ax.set_xlim(centre[0] - half, centre[0] + half)
         ax.set_ylim(centre[1] + half, centre[1] - half)
-    return fig
-
-
-def single_face(image: np.ndarray, landmarks: np.ndarray, size: float = 4.0, dpi: float = 100.0) -> Figure:
-    """One image filling the whole figure (no margins) with its landmarks as plain dots.
-
-    The figure's pixels map onto the image's (when the figure is as many pixels as the image), which
-    the tests use to check that a landmark is drawn where it belongs.
-    """
-    height, width = np.asarray(image).shape[:2]
-    fig = Figure(figsize=(size, size * height / width), dpi=dpi)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.imshow(as_display_image(image), interpolation="nearest")
-    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    ax.plot(points[:, 0], points[:, 1], "o", ms=3, color="red", mec="red")
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    ax.set_axis_off()
     return fig
 
 
@@ -501,10 +458,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits:
 def provenance(*sources: Path | str | Mapping[str, Any]) -> str:
     """One line saying what made a result: data kind, preset, commit, data checksum, date, hardware.
 
-    Each source is a run folder, a results/config JSON file, or an already-loaded dict; its fields are
-    read from its "provenance" entry and its top level, and a later source overrides an earlier one
-    (e.g. the run's config.json, then the evaluation's results). In a run folder, results.json is read
-    if present, else config.json. A missing field is an error naming the files, never a silent blank.
+    Each source is a dict (e.g. `book.run_provenance` of a training run) or a JSON file (e.g. the
+    results.json of `python -m hrnet_lib evaluate`); its fields are read from its "provenance" entry and
+    its top level, and a later source overrides an earlier one (the training run, then the evaluation).
+    A missing field is an error naming the sources, never a silent blank.
     """
     if not sources:
         raise ValueError("provenance needs at least one source")
@@ -540,15 +497,8 @@ def _utc(value: Any) -> str:
 def _load_record(source: Path | str | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     if isinstance(source, Mapping):
         return source, "record"
-    path = Path(source)
-    if path.is_dir():
-        candidates = [path / "results.json", path / "config.json"]
-        found = [p for p in candidates if p.is_file()]
-        if not found:
-            raise FileNotFoundError(f"{path}: no results.json or config.json to read the provenance from")
-        path = found[0]
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle), str(path)
+    with open(source, encoding="utf-8") as handle:
+        return json.load(handle), str(source)
 
 
 def data_line(data_kind: str, root: Path | str, train: int, test: int, digest: str) -> str:

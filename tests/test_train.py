@@ -378,6 +378,12 @@ def test_existing_run_is_not_overwritten(data: Path, tmp_path: Path, capsys: pyt
     )
     assert load_checkpoint(run / "last.pt")["iteration"] == 2
     assert json.loads((run / "summary.json").read_text())["iterations"] == 2
+    # config.json describes the run as it now is, and keeps every session (the refused one is not one)
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"]["max_iters"] == 2 and info["total_iters"] == 2
+    assert [s["from_iteration"] for s in info["sessions"]] == [0, 1]
+    assert "max_iters=1" in info["sessions"][0]["command"] and "max_iters=2" in info["sessions"][1]["command"]
+    assert info["command"] == info["sessions"][1]["command"]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(

@@ -64,7 +64,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def rng_state() -> dict[str, Any]:
-    """The Python, NumPy, torch and CUDA generator states, as tensors and plain values."""
+    """The Python, NumPy, torch and CUDA generator states, as tensors and plain values.
+
+    CUDA: the current device's generator only (each training process saves its own), so a run resumes on
+    a node with a different number of GPUs.
+    """
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
@@ -79,7 +83,7 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -92,4 +96,4 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])

@@ -49,8 +49,15 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from hrnet_lib.data.loader import device_batch, normalize_images, worker_options
-from hrnet_lib.provenance import git_commit
-from hrnet_lib.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_json, set_rng_state
+from hrnet_lib.provenance import git_commit, hardware
+from hrnet_lib.train.checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_json,
+    set_rng_state,
+)
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
 
 # Config keys that may differ between a run and its resumption (they do not change the result).
@@ -530,17 +537,20 @@ def train(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
         )
 
-    # Run folder: config, commit and data checksum; the log keeps only lines up to the resumed step.
+    # Run folder: config, commit and data checksum of this session (a resumed run may change the keys in
+    # RESUMABLE_CHANGES), every session's command and commit; the log keeps only lines up to the resumed step.
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
+        commit = git_commit()
+        session_info = {"command": command, "commit": commit, "from_iteration": iteration}
         info = {
             "config": cfg.to_dict(),
             "command": command,
-            "commit": git_commit(),
+            "commit": commit,
             "data_root": str(data_root.resolve()),
             "data_manifest_sha256": data_manifest(data_root),
             "world_size": rt.world,
-            "device": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
+            "device": hardware(rt.device),
             "torch": torch.__version__,
             "train_faces": len(train_set),
             "val_faces": len(val_set),
@@ -551,11 +561,14 @@ def train(
         }
         if not resume:
             log_path.unlink(missing_ok=True)
-            save_json(info, out / "config.json")
+            info["sessions"] = [session_info]
         else:
-            keep = [line for line in _read_log(log_path) if line.get("iteration", 0) <= iteration]
-            with open(log_path, "w") as f:
-                f.writelines(json.dumps(line) + "\n" for line in keep)
+            config_path = out / "config.json"
+            previous = json.loads(config_path.read_text()) if config_path.is_file() else {}
+            info["sessions"] = [*previous.get("sessions", []), session_info]
+            kept = [line for line in _read_log(log_path) if line.get("iteration", 0) <= iteration]
+            atomic_write(log_path, lambda f: f.write("".join(json.dumps(x) + "\n" for x in kept).encode()))
+        save_json(info, out / "config.json")
     log_file = open(log_path, "a") if rt.main else None  # noqa: SIM115 (closed in the finally below)
 
     session: list[dict[str, Any]] = []  # this session's records, for the speed lines of summary.json
