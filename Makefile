@@ -93,7 +93,8 @@ evaluate: $(RUN)/results.json
 $(RUN)/results.json: $(RUN)/summary.json
 	$(PY) -m hrnet_lib evaluate --checkpoint $(RUN)/best.pt --data-root $(DATA_ROOT) --out $@
 	$(if $(and $(filter wflw,$(DATA)),$(wildcard $(PUBLISHED_CKPT))), \
-	  $(PY) -m hrnet_lib evaluate --checkpoint $(PUBLISHED_CKPT) --data-root $(DATA_ROOT) --out $(RUN)/published.json)
+	  $(PY) -m hrnet_lib evaluate --checkpoint $(PUBLISHED_CKPT) --data-root $(DATA_ROOT) --out $(RUN)/published.json \
+	    $(if $(wildcard data/WFLW/mmpose_json),--annotations data/WFLW/mmpose_json))
 
 book: setup
 	$(PY) -m hrnet_lib.book --preset $(or $(filter smoke,$(PRESET)),$(PRESET)) --run $(RUN) --data-root $(DATA_ROOT) --data-kind $(DATA) --gpus $(NPROC)

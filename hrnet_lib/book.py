@@ -38,6 +38,7 @@ NOTEBOOKS = ("01-wflw-data", "02-hrnetv2-architecture", "03-multi-gpu-training",
 SMOKE_SYNTH = {"synth_train": 24, "synth_test": 16}
 DEFAULT_SYNTH = {"synth_train": 1500, "synth_test": 500}
 PUBLISHED_CHECKPOINT = "data/hrnetv2_w18_wflw_256x256-2bf032a6_20210125.pth"
+MMPOSE_JSON = "data/WFLW/mmpose_json"  # mmpose's json with the official crops, when the user has it
 _REMOTE = re.compile(
     r"<(?:script[^>]*\bsrc|link[^>]*\bhref)\s*=\s*[\"']?\s*(?:https?:)?//", flags=re.IGNORECASE
 )

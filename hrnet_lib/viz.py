@@ -501,9 +501,13 @@ def _load_record(source: Path | str | Mapping[str, Any]) -> tuple[Mapping[str, A
         return json.load(handle), str(source)
 
 
-def data_line(data_kind: str, root: Path | str, train: int, test: int, digest: str) -> str:
-    """What a data figure shows: kind, where, how many faces, and the data checksum (of the annotations)."""
-    return f"{data_kind} data in {root}, {train} train + {test} test faces, data checksum {digest[:12]}"
+def data_line(data_kind: str, root: Path | str, train: int, test: int, digest: str, commit: str) -> str:
+    """What a data figure shows: kind, where, how many faces, the data checksum (of the annotations), and
+    the commit of the code that read and drew it."""
+    return (
+        f"{data_kind} data in {root}, {train} train + {test} test faces, data checksum {digest[:12]}, "
+        f"commit {commit[:12]}"
+    )
 
 
 def caption(text: str, *sources: Path | Mapping[str, Any]) -> str:

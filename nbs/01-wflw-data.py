@@ -39,6 +39,7 @@ import numpy as np
 
 from hrnet_lib import book, viz
 from hrnet_lib.data import loader, transforms, wflw
+from hrnet_lib.provenance import git_commit
 from hrnet_lib.train.loop import data_manifest
 from hrnet_lib.train.presets import get_preset
 
@@ -49,7 +50,8 @@ if errors:
 train_faces = wflw.load_split(root, "train")
 test_faces = wflw.load_split(root, "test")
 subsets = wflw.load_subsets(root, test_faces)
-data_line = viz.data_line(data_kind, root, len(train_faces), len(test_faces), data_manifest(root))
+digest = data_manifest(root)
+data_line = viz.data_line(data_kind, root, len(train_faces), len(test_faces), digest, git_commit())
 print(data_line)
 
 # %% [markdown]

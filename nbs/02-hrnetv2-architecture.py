@@ -41,6 +41,7 @@ import torch
 
 from hrnet_lib import build_model, viz
 from hrnet_lib.model.inference import STAGES, model_summary
+from hrnet_lib.provenance import git_commit
 from hrnet_lib.train.presets import get_preset
 
 # Published reference figures (FACTS.md): the HRNet paper's W18 landmark model and mmpose's count.
@@ -50,6 +51,8 @@ torch.manual_seed(0)
 model = build_model("hrnetv2_w18", num_keypoints=98)
 summary = model_summary(model, input_size=256)
 print(f"hrnetv2_w18: {summary['params']['total']:,} parameters, output {summary['output_shape']}")
+# Shapes, parameters and FLOPs depend on the code alone (no data, no training, no hardware): its commit.
+print(f"every table and figure on this page: hrnet_lib commit {git_commit()[:12]}, preset {preset}")
 
 # %% [markdown]
 # ## Stages and branches, drawn from the model

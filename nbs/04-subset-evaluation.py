@@ -196,20 +196,26 @@ viz.show(
 #
 # When mmpose's released checkpoint `hrnetv2_w18_wflw_256x256-2bf032a6_20210125.pth` is in `data/` and
 # the data is real WFLW, it is evaluated by the same command (`load_weights` reads its mmpose 0.x layout)
-# and its row is set beside the published one; it reproduces 4.06 / 6.97 / 3.99 / 4.83 / 4.58 / 3.94 /
-# 4.33 when evaluated on mmpose's official crops (`--annotations data/WFLW/mmpose_json`).
+# and its row is set beside the published one. mmpose measured the published row on its own crops
+# (centre and scale from its json): when that json is in `data/WFLW/mmpose_json` the checkpoint is
+# evaluated on those crops (`--annotations`), otherwise on landmark-box crops; the caption says which.
 
 # %%
 checkpoint = book.repo_path(book.PUBLISHED_CHECKPOINT)
 if checkpoint.is_file() and data_kind == "wflw":
-    official = book.ensure_results(run, root, "published", ["--checkpoint", str(checkpoint)])
+    extra = ["--checkpoint", str(checkpoint)]
+    mmpose_json = book.repo_path(book.MMPOSE_JSON)
+    if mmpose_json.is_dir():
+        extra += ["--annotations", str(mmpose_json)]
+    official = book.ensure_results(run, root, "published", extra)
     rows = [
         ["published HRNetV2-W18 (mmpose)", *published],
         nme_row("published checkpoint, evaluated here", official["table"]["model"]),
     ]
     viz.show(
         viz.markdown_table(["NME (%)", *report.COLUMNS], rows),
-        "The released checkpoint evaluated by hrnet_lib beside the published row.",
+        f"The released checkpoint evaluated by hrnet_lib beside the published row; crops: "
+        f"{official['provenance']['annotations']}.",
         trained,
         official,
         {"preset": "none (mmpose's released weights, not trained here)"},

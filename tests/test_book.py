@@ -154,6 +154,12 @@ def test_captions_state_the_runs_provenance(built: dict[str, Path]) -> None:
         for fact in ("synthetic data", "preset smoke", f"commit {info['commit'][:12]}", "UTC"):
             assert fact in text, f"{page}: caption lacks {fact!r}"
         assert f"data checksum {info['data_manifest_sha256'][:12]}" in text, page
+    # The data and architecture pages depend on no run: they name the data (page 1) and the commit.
+    data_page = " ".join(" ".join(read(built, "generated/01-wflw-data.html").text).split())
+    for fact in ("synthetic data in", f"data checksum {info['data_manifest_sha256'][:12]}", "commit "):
+        assert fact in data_page, f"data page lacks {fact!r}"
+    architecture = " ".join(" ".join(read(built, "generated/02-hrnetv2-architecture.html").text).split())
+    assert f"hrnet_lib commit {info['commit'][:12]}" in architecture
 
 
 def test_html_loads_no_remote_script_or_stylesheet_and_mathjax_is_local(built: dict[str, Path]) -> None:

@@ -187,6 +187,36 @@ def test_evaluate_real_faces_with_official_crops(wflw_mini: Path, checkpoint: Pa
     assert "mmpose_json" in results["provenance"]["annotations"]
 
 
+def test_baseline_keeps_landmark_box_crops_with_official_ones(
+    dataset: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """With --annotations the model sees the official crops, but the mean-shape baseline still places the
+    mean training shape in landmark-box crops on both splits (training faces have no official crops), so
+    on template-shaped faces it stays exact even when the official crops sit elsewhere."""
+    faces = load_split(dataset, "test")
+    images, annotations = [], []
+    for i, face in enumerate(faces):
+        images.append({"id": i, "file_name": Path(face.image).name})
+        low, high = face.landmarks.min(0), face.landmarks.max(0)
+        annotations.append(
+            {
+                "image_id": i,
+                "keypoints": [v for x, y in face.landmarks for v in (x, y, 2)],
+                "bbox": [*low, *(high - low)],
+                "center": list((low + high) / 2 + [7.0, -5.0]),  # official crops: shifted and larger
+                "scale": float((high - low).max()) / 200 * 1.3,
+            }
+        )
+    official = tmp_path / "official.json"
+    official.write_text(json.dumps({"images": images, "annotations": annotations}))
+    out = tmp_path / "results.json"
+    argv = ["--checkpoint", str(checkpoint), "--data-root", str(dataset), "--out", str(out), "--quiet"]
+    assert report.main([*argv, "--annotations", str(official), "--workers", "0", "--device", "cpu"]) == 0
+    results = json.loads(out.read_text())
+    assert results["provenance"]["annotations"] == str(official)
+    assert results["table"]["baseline"]["test"]["nme"] == pytest.approx(0.0, abs=1e-4)  # percent
+
+
 def test_missing_checkpoint_is_a_clear_error(
     dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -236,6 +236,9 @@ def evaluate(
     model, config = load_model(checkpoint)
     faces = load_split(data_root, "test")
     subsets = load_subsets(data_root, faces)
+    # The mean-shape baseline places the mean training shape in landmark-box crops on both splits (the
+    # training split has no official crops), whatever crops the model is evaluated on.
+    test_boxes = [crop_box(face) for face in faces]
     if annotations is not None:
         json_path = Path(annotations)
         faces = with_official_crops(faces, json_path / TEST_JSON if json_path.is_dir() else json_path)
@@ -258,7 +261,6 @@ def evaluate(
 
     train_faces = load_split(data_root, "train", check_images=False)
     train_boxes = [crop_box(face) for face in train_faces]
-    test_boxes = [crop_box(face) for face in faces]
     baseline = mean_shape_baseline(
         np.stack([face.landmarks for face in train_faces]),
         np.stack([c for c, _ in train_boxes]),
