@@ -20,12 +20,14 @@ COMMANDS = {
 
 
 def usage() -> str:
+    """The command list printed by `python -m hrnet_lib --help`."""
     lines = ["usage: python -m hrnet_lib COMMAND [ARGS]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch `python -m hrnet_lib COMMAND ARGS` to the command's module; returns its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

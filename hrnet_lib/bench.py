@@ -205,6 +205,7 @@ def _print_cold_starts(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Entry point of `python -m hrnet_lib bench`; writes OUT/bench.json (or OUT/cold_start.json)."""
     from hrnet_lib.data.loader import bench_loader
     from hrnet_lib.data.synthetic import synthesize
     from hrnet_lib.model.inference import bench_forward

@@ -499,6 +499,7 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m hrnet_lib.book`: execute the notebooks for a run and build the book."""
     parser = argparse.ArgumentParser(prog="python -m hrnet_lib.book", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--preset", required=True, help="training preset of the run; 'smoke' builds a private one"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -307,6 +308,53 @@ def test_cache_reused_rebuilt_and_checked(textured: tuple[Path, list[Face]], tmp
     smaller = FaceCropCache(directory, faces[:2], root, input_size=128, progress=False)
     assert smaller.built and smaller.crop(0).shape == (smaller.size, smaller.size, 3)
     assert smaller.size < fewer.size
+    with pytest.raises(ValueError, match="input size 128; this dataset's input size is 256"):
+        WFLWDataset(faces[:2], root, train=False, cache=smaller)
+    assert len(WFLWDataset(faces[:2], root, train=False, input_size=128, cache=smaller)) == 2
+
+
+@pytest.mark.parametrize("meta", [b"", b'{"key": "trunc', b"\xff\xfe\x00", b"[1, 2]"])
+def test_corrupt_cache_meta_is_rebuilt(
+    textured: tuple[Path, list[Face]], tmp_path: Path, meta: bytes
+) -> None:
+    root, faces = textured
+    directory = tmp_path / "cache"
+    first = FaceCropCache(directory, faces, root, progress=False)
+    (directory / "meta.json").write_bytes(meta)
+    again = FaceCropCache(directory, faces, root, progress=False)
+    assert again.built and again.key == first.key
+    np.testing.assert_array_equal(again.affines, first.affines)
+    assert not FaceCropCache(directory, faces, root, progress=False).built
+
+
+def test_cache_meta_written_atomically(
+    textured: tuple[Path, list[Face]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The meta is fsynced before its rename, and a failed write leaves no temporary file behind."""
+    root, faces = textured
+    directory = tmp_path / "cache"
+    synced: set[tuple[int, int]] = set()  # (device, inode) of every fsynced file
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        stat = os.fstat(fd)
+        synced.add((stat.st_dev, stat.st_ino))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == "meta.json":
+            stat = os.stat(src)
+            assert (stat.st_dev, stat.st_ino) in synced, "meta renamed before fsync"
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        FaceCropCache(directory, faces, root, progress=False)
+    assert sorted(p.name for p in directory.iterdir()) == ["crops.npy"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert FaceCropCache(directory, faces, root, progress=False).built
 
 
 def test_missing_image_is_a_clear_error(tmp_path: Path) -> None:

@@ -105,6 +105,16 @@ def test_no_face_found_suggests_box(checkpoint: Path, tmp_path: Path, capsys: py
     assert "--box x0 y0 x1 y1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["o.json", "o.jpg", "o"])
+def test_out_must_name_the_png(
+    checkpoint: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture, name: str
+) -> None:
+    argv = [str(photo), "--checkpoint", str(checkpoint), "--box", "40", "40", "90", "90"]
+    assert predict.main([*argv, "--out", str(tmp_path / name)]) == 1
+    assert "name the PNG to write" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_box_is_a_clear_error(
     checkpoint: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -154,6 +154,19 @@ def test_trailing_blank_lines_are_not_records(dataset) -> None:
 N = 2 * wflw.NUM_KEYPOINTS  # index of x_min in a 207-field line
 
 
+def same_eye_corners(text: str) -> str:
+    """Move point 72 onto point 60 (the outer eye corners used as the NME normaliser)."""
+    tokens = text.split()
+    tokens[144:146] = tokens[120:122]
+    return " ".join(tokens)
+
+
+def all_landmarks_at(text: str) -> str:
+    tokens = text.split()
+    tokens[:N] = ["12.5"] * N
+    return " ".join(tokens)
+
+
 @pytest.mark.parametrize(
     ("edit", "field", "message"),
     [
@@ -168,6 +181,8 @@ N = 2 * wflw.NUM_KEYPOINTS  # index of x_min in a 207-field line
         (set_token(N + 4, "1.0"), "pose", "flag must be 0 or 1"),
         (set_token(-1, "/abs/1_a.jpg"), "image", "relative"),
         (set_token(-1, "../outside.jpg"), "image", "relative"),
+        (same_eye_corners, "landmarks", "zero inter-ocular distance"),
+        (all_landmarks_at, "landmarks", "all landmarks coincide"),
     ],
 )
 def test_malformed_line_names_file_line_field(dataset, edit, field: str, message: str) -> None:
@@ -180,6 +195,41 @@ def test_malformed_line_names_file_line_field(dataset, edit, field: str, message
     assert (err.path, err.line, err.field) == (str(path), 3, field)
     assert message in err.message
     assert str(err).startswith(f"{path}:3: field {field}: ")
+
+
+@pytest.mark.parametrize(("token", "field"), [(-1, "image"), (4, "x2"), (N + 1, "y_min")])
+def test_non_utf8_byte_names_its_line_and_field(dataset, token: int, field: str) -> None:
+    root, _, _ = dataset
+    path = wflw.annotation_path(root, "train")
+    lines = path.read_bytes().split(b"\n")
+    tokens = lines[2].split(b" ")
+    tokens[token] = tokens[token][:1] + b"\xff" + tokens[token][1:]
+    lines[2] = b" ".join(tokens)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(wflw.WFLWFormatError, match="not UTF-8") as info:
+        wflw.read_annotations(path)
+    assert (info.value.path, info.value.line, info.value.field) == (str(path), 3, field)
+    stats, errors = wflw.check_dataset(root, progress=False)
+    assert [(e.path, e.line, e.field) for e in errors] == [(str(path), 3, field)]  # other lines still read
+    assert stats["splits"]["train"]["faces"] == 3
+
+
+def test_lines_end_at_newline_only(dataset) -> None:
+    """Form feed, vertical tab, \\x1c-\\x1e and U+2028 inside a line do not start a new line; CRLF is fine."""
+    root, train, _ = dataset
+    path = wflw.annotation_path(root, "train")
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace(" ", "\f", 1).replace(" ", "\v", 1)
+    lines[1] = lines[1].replace(" ", "\x1c", 1).replace(" ", "\x1e", 1).replace(" ", "\u2028", 1)
+    path.write_bytes("".join(line + "\r\n" for line in lines).encode())
+    faces = wflw.read_annotations(path)
+    assert [face.source for face in faces] == [f"{path}:{i}" for i in range(1, len(train) + 1)]
+    np.testing.assert_array_equal(faces[1].landmarks, train[1].landmarks)
+    lines[3] = set_token(0, "bad")(lines[3])
+    path.write_bytes("".join(line + "\r\n" for line in lines).encode())
+    with pytest.raises(wflw.WFLWFormatError, match="not a number") as info:
+        wflw.read_annotations(path)
+    assert (info.value.line, info.value.field) == (4, "x0")
 
 
 def test_first_error_is_raised(dataset) -> None:
@@ -361,6 +411,43 @@ def test_check_dataset_collects_every_error(dataset) -> None:
     assert stats["splits"]["train"]["faces"] == 2  # the two broken lines give no face
 
 
+def test_check_dataset_reports_degenerate_faces(dataset) -> None:
+    root, _, _ = dataset
+    path = wflw.annotation_path(root, "train")
+    replace_line(path, 2, same_eye_corners)
+    replace_line(path, 4, all_landmarks_at)
+    stats, errors = wflw.check_dataset(root, progress=False)
+    assert [(e.path, e.line, e.field) for e in errors] == [
+        (str(path), 2, "landmarks"),
+        (str(path), 4, "landmarks"),
+    ]
+    assert stats["splits"]["train"]["faces"] == 2
+
+
+@pytest.mark.parametrize("name", ["train", "test", "test_list"])
+def test_check_dataset_reports_empty_files(dataset, name: str) -> None:
+    root, _, _ = dataset
+    path = wflw.test_list_path(root) if name == "test_list" else wflw.annotation_path(root, name)
+    path.write_bytes(b"")
+    _, errors = wflw.check_dataset(root, progress=False)
+    assert (str(path), None, None) in {(e.path, e.line, e.field) for e in errors}
+    assert any(e.path == str(path) and "empty" in e.message for e in errors)
+    if name == "test_list":
+        assert len(errors) == 1  # not one "missing from the list" error per test face as well
+    else:
+        with pytest.raises(wflw.WFLWFormatError, match="empty"):
+            wflw.load_split(root, name)
+
+
+def test_empty_subset_file_is_legal(dataset) -> None:
+    root, train, test = dataset
+    for spec in test:
+        spec.flags["makeup"] = 0
+    write_root(root, train, test)
+    assert wflw.subset_path(root, "makeup").stat().st_size == 0
+    assert wflw.check_dataset(root, progress=False)[1] == []
+
+
 def test_check_dataset_of_missing_root(tmp_path: Path) -> None:
     stats, errors = wflw.check_dataset(tmp_path / "nope", progress=False)
     assert stats == {} and len(errors) == 1 and "not a directory" in errors[0].message
@@ -447,6 +534,11 @@ def test_read_mmpose_json(tmp_path: Path) -> None:
         ({"keypoints": [1.0] * (3 * 97)}, "annotations[0].keypoints"),
         ({"center": [1.0, float("nan")]}, "annotations[0].center"),
         ({"scale": "big"}, "annotations[0].scale"),
+        ({"scale": 0}, "annotations[0].scale"),
+        ({"scale": -0.25}, "annotations[0].scale"),
+        ({"scale": [0.25, 0.0]}, "annotations[0].scale"),
+        ({"scale": float("inf")}, "annotations[0].scale"),
+        ({"keypoints": [5.0, 5.0, 1.0] * 98}, "annotations[0].keypoints"),
         ({"image_id": 99}, "annotations[0].image_id"),
         ({"occlusion": 3}, "annotations[0].occlusion"),
     ],
@@ -456,6 +548,26 @@ def test_read_mmpose_json_errors(tmp_path: Path, change: dict, field: str) -> No
     with pytest.raises(wflw.WFLWFormatError) as info:
         wflw.read_mmpose_json(path)
     assert (info.value.path, info.value.field) == (str(path), field)
+
+
+def test_read_mmpose_json_eye_corners_coincide(tmp_path: Path) -> None:
+    keypoints = np.reshape(json_annotation(np.random.default_rng(0))["keypoints"], (98, 3))
+    keypoints[72] = keypoints[60]
+    ann = json_annotation(np.random.default_rng(0), keypoints=keypoints.ravel().tolist())
+    path = write_json(tmp_path / "w.json", [ann])
+    with pytest.raises(wflw.WFLWFormatError, match="inter-ocular") as info:
+        wflw.read_mmpose_json(path)
+    assert info.value.field == "annotations[0].keypoints"
+
+
+def test_read_mmpose_json_duplicate_image_id(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "w.json", [json_annotation(np.random.default_rng(0))])
+    data = json.loads(path.read_text())
+    data["images"].append({"id": 7, "file_name": "b.jpg", "height": 60, "width": 80})
+    path.write_text(json.dumps(data))
+    with pytest.raises(wflw.WFLWFormatError, match="duplicate image id 7") as info:
+        wflw.read_mmpose_json(path)
+    assert (info.value.path, info.value.field) == (str(path), "images[1].id")
 
 
 # ---------------------------------------------------------------- the real fixture

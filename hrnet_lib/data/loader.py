@@ -40,6 +40,7 @@ from hrnet_lib.data.transforms import (
     transform_points,
     warp_matrix,
 )
+from hrnet_lib.train.checkpoint import atomic_write
 
 if TYPE_CHECKING:
     from hrnet_lib.data.wflw import Face
@@ -99,7 +100,7 @@ class FaceCropCache:
 
     Files in `directory`: `crops.npy` (N, C, C, 3) uint8 RGB, read as a memmap, and `meta.json` with the
     per-face affine image -> cache, the source image sizes and a key (faces, image files, settings). Reused
-    when the key matches, rebuilt (with a progress bar, atomically) when not.
+    when the key matches, rebuilt (with a progress bar, atomically) when not or when the meta is unreadable.
     """
 
     def __init__(
@@ -166,10 +167,14 @@ class FaceCropCache:
         return digest.hexdigest()
 
     def _read_meta(self) -> dict[str, Any] | None:
+        """The cache's meta, or None when it is missing, unreadable or corrupt (a stale cache: rebuild)."""
         if not self.meta_path.exists() or not self.crops_path.exists():
             return None
-        with open(self.meta_path) as f:
-            return json.load(f)
+        try:
+            meta = json.loads(self.meta_path.read_bytes())
+        except (OSError, ValueError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
+            return None
+        return meta if isinstance(meta, dict) else None
 
     def _build(self, faces: list[Face], image_root: Path, progress: bool) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -224,10 +229,7 @@ class FaceCropCache:
             "affines": affines.reshape(len(faces), 6).tolist(),
             "image_sizes": image_sizes.tolist(),
         }
-        tmp_meta = self.directory / f"meta.json.{os.getpid()}.tmp"
-        with open(tmp_meta, "w") as f:
-            json.dump(meta, f)
-        os.replace(tmp_meta, self.meta_path)
+        atomic_write(self.meta_path, lambda f: f.write(json.dumps(meta).encode()))
 
 
 class WFLWDataset(Dataset):
@@ -275,6 +277,11 @@ class WFLWDataset(Dataset):
             if cache.faces_digest != faces_digest(self.faces):
                 raise ValueError(
                     f"face-crop cache {cache.directory} was built for other faces than this dataset"
+                )
+            if cache.input_size != self.input_size:
+                raise ValueError(
+                    f"face-crop cache {cache.directory} was built for input size {cache.input_size}; "
+                    f"this dataset's input size is {self.input_size}"
                 )
             max_scale = self.augment.scale_range[1] if self.augment else 1.0
             if max_scale > cache.max_scale or cache.padding != self.padding:

@@ -523,11 +523,6 @@ def _expression(spec: FaceSpec) -> Expression:
     return spec.expression if spec.effects["expression"] else spec.neutral
 
 
-def face_points(spec: FaceSpec) -> np.ndarray:
-    """The 98 landmarks (98, 2) of a placed face in canvas pixels (what `render_face` draws)."""
-    return _project(_face_shape(spec.identity, _expression(spec), spec.gaze), spec)
-
-
 def face_extent(spec: FaceSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bounds at scale 1 around the origin: (landmark low, landmark high, head low, head high), each (2,).
 

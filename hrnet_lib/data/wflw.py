@@ -99,19 +99,51 @@ def _coordinate_name(index: int) -> str:
     return f"{'xy'[index % 2]}{index // 2}"
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """Numbered non-trailing lines of a text file. Blank lines at the very end carry nothing and are
-    dropped; a blank line before the last record is kept so the parser reports it."""
+def _field_names(short: bool) -> list[str]:
+    """Names of the fields of a 207-field line, or of a 197-field line when `short`, in file order."""
+    names = [_coordinate_name(i) for i in range(2 * NUM_KEYPOINTS)]
+    if not short:
+        names += [*BOX_FIELDS, *ATTRIBUTES]
+    return [*names, "image"]
+
+
+def _read_lines(path: Path) -> list[tuple[int, bytes]]:
+    """Numbered non-trailing lines of a file, undecoded, so an encoding error can name its line.
+
+    Lines end at "\n" only (a "\r" before it is dropped); blank lines at the very end carry nothing
+    and are dropped; a blank line before the last record is kept so the parser reports it.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise WFLWFormatError(path, None, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise WFLWFormatError(path, None, None, f"cannot read file: {err}") from None
-    lines = text.splitlines()
+    lines = [line.removesuffix(b"\r") for line in data.split(b"\n")]
     while lines and not lines[-1].strip():
         lines.pop()
     return list(enumerate(lines, start=1))
+
+
+def _decode_line(raw: bytes, path: Path, line: int, short: bool) -> str:
+    """A line as UTF-8 text; a WFLWFormatError naming the field that holds the first undecodable byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        index = len(raw[: err.start + 1].split()) - 1  # the token holding the bad byte
+        names = _field_names(short)
+        name = names[index] if index < len(names) else "count"
+        message = f"not UTF-8 text: byte 0x{raw[err.start]:02x} at column {err.start + 1}"
+        raise WFLWFormatError(path, line, name, message) from None
+
+
+def _landmark_problem(landmarks: np.ndarray) -> str | None:
+    """Why a (98, 2) landmark set cannot be used (no crop or no NME from it), or None if it can."""
+    if np.ptp(landmarks, axis=0).max() == 0:
+        return "all landmarks coincide (zero extent: no crop box)"
+    if np.array_equal(landmarks[60], landmarks[72]):
+        return "points 60 and 72 (outer eye corners) coincide: zero inter-ocular distance, NME undefined"
+    return None
 
 
 def _parse_numbers(
@@ -157,24 +189,37 @@ def _parse_line(text: str, path: Path, line: int, short: bool) -> tuple[Face | N
             if token not in ("0", "1"):
                 errors.append(WFLWFormatError(path, line, name, f"flag must be 0 or 1, got {token!r}"))
             attributes[name] = token == "1"
+    landmarks = coords.reshape(NUM_KEYPOINTS, 2)
+    problem = None if errors else _landmark_problem(landmarks)
+    if problem is not None:
+        errors.append(WFLWFormatError(path, line, "landmarks", problem))
     image = tokens[-1]
     _parse_image_path(image, path, line, errors)
     if errors:
         return None, errors
-    face = Face(image, coords.reshape(NUM_KEYPOINTS, 2), box, attributes, source=f"{path}:{line}")
+    face = Face(image, landmarks, box, attributes, source=f"{path}:{line}")
     return face, []
 
 
-def _parse_file(path: Path, short: bool = False) -> tuple[list[Face], list[WFLWFormatError]]:
+def _parse_file(
+    path: Path, short: bool = False, allow_empty: bool = False
+) -> tuple[list[Face], list[WFLWFormatError]]:
     """All faces that parse, and all errors, of one annotation (or short-form list) file. A file that
-    cannot be read gives one error with line None."""
+    cannot be read, or that holds no line unless `allow_empty`, gives one error with line None."""
     try:
         lines = _read_lines(path)
     except WFLWFormatError as err:
         return [], [err]
+    if not lines and not allow_empty:
+        return [], [WFLWFormatError(path, None, None, "file is empty: no faces")]
     faces: list[Face] = []
     errors: list[WFLWFormatError] = []
-    for line, text in lines:
+    for line, raw in lines:
+        try:
+            text = _decode_line(raw, path, line, short)
+        except WFLWFormatError as err:
+            errors.append(err)
+            continue
         face, line_errors = _parse_line(text, path, line, short)
         errors += line_errors
         if face is not None:
@@ -274,16 +319,18 @@ def load_split(root: str | Path, split: str, check_images: bool = True) -> list[
     return read_annotations(annotation_path(root, split), image_root)
 
 
-def _match_list(path: Path, test_faces: list[Face]) -> tuple[list[int], list[int], list[WFLWFormatError]]:
+def _match_list(
+    path: Path, test_faces: list[Face], allow_empty: bool
+) -> tuple[list[int], list[int], list[WFLWFormatError]]:
     """Match each line of a short-form list file to a distinct test face by image path and coordinates.
 
     Returns (indices into test_faces in file order, the line numbers they came from, errors); a file
-    that cannot be read gives a single error with line None.
+    that cannot be read, or is empty unless `allow_empty`, gives a single error with line None.
     """
     by_image: dict[str, list[int]] = {}
     for i, face in enumerate(test_faces):
         by_image.setdefault(face.image, []).append(i)
-    entries, errors = _parse_file(path, short=True)
+    entries, errors = _parse_file(path, short=True, allow_empty=allow_empty)
     indices: list[int] = []
     lines: list[int] = []
     taken: dict[int, int] = {}
@@ -322,7 +369,7 @@ def _subsets(
     errors: list[WFLWFormatError] = []
     for name in ATTRIBUTES:
         path = subset_path(root, name)
-        indices, lines, list_errors = _match_list(path, test_faces)
+        indices, lines, list_errors = _match_list(path, test_faces, allow_empty=True)
         errors += list_errors
         unreadable = any(e.line is None for e in list_errors)
         line_counts[name] = 0 if unreadable else _count_records(path)
@@ -380,7 +427,7 @@ def check_dataset(root: str | Path, progress: bool | None = None) -> tuple[dict,
     errors += checker.check(splits["train"] + splits["test"], progress)
 
     test_faces = splits["test"]
-    test_list, _, list_errors = _match_list(test_list_path(root), test_faces)
+    test_list, _, list_errors = _match_list(test_list_path(root), test_faces, allow_empty=False)
     errors += list_errors
     if not any(e.line is None for e in list_errors):
         listed = set(test_list)
@@ -445,10 +492,18 @@ def read_mmpose_json(path: str | Path) -> list[Face]:
     if not isinstance(data.get("annotations"), list):
         raise _json_error(path, "annotations", "expected an 'annotations' list")
     file_names: dict[object, str] = {}
+    first_index: dict[object, int] = {}
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or not isinstance(image.get("file_name"), str) or "id" not in image:
             raise _json_error(path, f"images[{i}]", "expected an object with 'id' and 'file_name'")
-        file_names[image["id"]] = image["file_name"]
+        image_id = image["id"]
+        if not isinstance(image_id, int | str) or isinstance(image_id, bool):
+            raise _json_error(path, f"images[{i}].id", f"expected an integer or string, got {image_id!r}")
+        if image_id in file_names:
+            message = f"duplicate image id {image_id!r} (already used by images[{first_index[image_id]}])"
+            raise _json_error(path, f"images[{i}].id", message)
+        file_names[image_id] = image["file_name"]
+        first_index[image_id] = i
     faces = []
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]"
@@ -462,6 +517,12 @@ def read_mmpose_json(path: str | Path) -> list[Face]:
         raw_scale = ann.get("scale")
         scale_values = raw_scale if isinstance(raw_scale, list) else [raw_scale, raw_scale]
         scale = JSON_SCALE_UNIT * _json_numbers(scale_values, 2, path, f"{where}.scale")
+        if np.any(scale <= 0):
+            raise _json_error(path, f"{where}.scale", f"must be positive, got {raw_scale!r}")
+        landmarks = keypoints.reshape(NUM_KEYPOINTS, 3)[:, :2].copy()
+        problem = _landmark_problem(landmarks)
+        if problem is not None:
+            raise _json_error(path, f"{where}.keypoints", problem)
         attributes = {}
         for name in ATTRIBUTES:
             flag = ann.get(name, 0)
@@ -471,7 +532,7 @@ def read_mmpose_json(path: str | Path) -> list[Face]:
         faces.append(
             Face(
                 image=file_names[ann["image_id"]],
-                landmarks=keypoints.reshape(NUM_KEYPOINTS, 3)[:, :2].copy(),
+                landmarks=landmarks,
                 box=np.array([x, y, x + w, y + h]),
                 attributes=attributes,
                 source=f"{path}:{where}",

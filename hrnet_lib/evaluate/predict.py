@@ -132,6 +132,8 @@ def predict_photo(
     from hrnet_lib.train.checkpoint import atomic_write
 
     image_path, out = Path(image_path), Path(out)
+    if out.suffix.lower() != ".png":
+        raise PredictError(f"--out {out}: name the PNG to write (OUT.png); the JSON goes beside it")
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
         raise PredictError(f"{image_path}: cannot read image (missing, or not an image format OpenCV reads)")
@@ -181,6 +183,7 @@ def predict_photo(
 
 
 def main(argv: list[str]) -> int:
+    """Entry point of `python -m hrnet_lib predict`; returns the exit status (0 ok, 1 a clear error)."""
     parser = argparse.ArgumentParser(
         prog="python -m hrnet_lib predict", description="Find the 98 landmarks on any photo."
     )

@@ -376,6 +376,7 @@ def _nan_to_none(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m hrnet_lib evaluate`."""
     parser = argparse.ArgumentParser(
         prog="python -m hrnet_lib evaluate",
         description="Evaluate a checkpoint on the WFLW test set and its six subsets (NME, FR@10%, AUC@10%).",
@@ -400,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    """Entry point of `python -m hrnet_lib evaluate`; returns the exit status (0 ok, 1 a clear error)."""
     args = build_parser().parse_args(argv)
     try:
         results, arrays = evaluate(

@@ -395,6 +395,7 @@ def memory_mb(device: torch.device) -> float:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, TrainConfig]:
+    """The command-line options and the preset with its `key=value` overrides applied."""
     parser = argparse.ArgumentParser(prog="python -m hrnet_lib train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", required=True, help="cpu-default, smoke, wflw-1gpu or wflw-mmpose")
     parser.add_argument("--data-root", required=True, type=Path, help="WFLW root (official layout)")
