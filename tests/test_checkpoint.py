@@ -82,6 +82,24 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
 
+def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.zeros(3)}, "i": 0}, target)
+
+    def disk_full(obj, f, *args, **kwargs) -> None:
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint({"model": {"w": torch.ones(3)}, "i": 1}, target)
+    monkeypatch.undo()
+    assert load_checkpoint(target)["i"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
 def test_sigkill_during_writes_never_leaves_a_torn_checkpoint(tmp_path: Path) -> None:
     """A process rewriting a 16 MB checkpoint in a loop is killed; the file is always one whole version."""
     target = tmp_path / "last.pt"

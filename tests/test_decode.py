@@ -163,6 +163,38 @@ def test_dark_is_near_exact_on_clean_gaussian() -> None:
     np.testing.assert_allclose(kp, centre[0], atol=0.02)
 
 
+def rotated_gaussian_maps(centres: np.ndarray, angles: np.ndarray, size: int = 64) -> np.ndarray:
+    """Elongated Gaussians (sigmas 3 and 1.5 px) turned by `angles`: their log has a cross term."""
+    grid = np.arange(size, dtype=np.float64)
+    maps = []
+    for (cx, cy), angle in zip(centres, angles, strict=True):
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        precision = np.linalg.inv(rotation @ np.diag([3.0**2, 1.5**2]) @ rotation.T)
+        d = np.stack(np.meshgrid(grid - cx, grid - cy, indexing="xy"), axis=-1)  # (y, x, 2) as (dx, dy)
+        maps.append(np.exp(-0.5 * np.einsum("yxi,ij,yxj->yx", d, precision, d)))
+    return np.stack(maps).astype(np.float32)[None]
+
+
+def test_dark_uses_the_cross_derivative_of_turned_gaussians() -> None:
+    """The blurred log-Gaussian is exactly quadratic, so one Newton step with the full Hessian (cross
+    term included) lands on the centre; dropping or flipping the cross term misses by tenths of a pixel."""
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(12, 52, size=(100, 2))
+    hm = rotated_gaussian_maps(centres, rng.uniform(0.3, 1.2, size=100))
+    error = np.linalg.norm(decode_heatmaps(hm, "dark")[0][0] - centres, axis=-1)
+    assert error.mean() < 0.01 and error.max() < 0.05
+
+
+def test_dark_smooths_noisy_heatmaps_before_its_newton_step() -> None:
+    """With noise of 5% of the peak, the Gaussian modulation keeps the sub-pixel error below 0.1 px
+    (without it the finite differences follow the noise: about 0.2 px)."""
+    rng = np.random.default_rng(4)
+    centres = rng.uniform(8, 56, size=(200, 2))
+    hm = gaussian_maps(centres) + rng.normal(scale=0.05, size=(1, 200, 64, 64)).astype(np.float32)
+    error = np.linalg.norm(decode_heatmaps(hm, "dark")[0][0] - centres, axis=-1)
+    assert error.mean() < 0.1
+
+
 def test_gaussian_modulation_keeps_maximum_and_blurs() -> None:
     hm = one_map(32, 32)
     hm[0, 0, 10, 20] = 2.0

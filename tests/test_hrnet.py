@@ -168,6 +168,29 @@ def test_fuse_upsampling_matches_hand_computed_values(mode):
     torch.testing.assert_close(upsample(grid)[0, 0], expected)
 
 
+def test_hrnetv2_representation_is_every_branch_upsampled_bilinearly_and_concatenated_in_order():
+    """Branch i (1..3) carries 100 i + its column index, a ramp that bilinear upsampling (align_corners
+    False) reproduces exactly at source column (X + 0.5) / factor - 0.5, clamped to the map; nearest
+    would give steps, and a wrong order or offset would put the hundreds in the wrong channels."""
+    model = build_model("hrnetv2_w18")
+    high = 16
+    xs = [torch.full((1, 18, high, high), -1.0)]
+    for i, channels in enumerate((36, 72, 144), start=1):
+        side = high >> i
+        ramp = 100.0 * i + torch.arange(side, dtype=torch.float32)
+        xs.append(ramp.expand(1, channels, side, side).clone())
+    out = model.concat_branches(xs)
+    assert out.shape == (1, 270, high, high)
+    assert torch.equal(out[:, :18], xs[0])
+    start = 18
+    for i, channels in enumerate((36, 72, 144), start=1):
+        side = high >> i
+        source = ((torch.arange(high) + 0.5) * side / high - 0.5).clamp(0, side - 1)
+        expected = (100.0 * i + source).expand(1, channels, high, high)
+        torch.testing.assert_close(out[:, start : start + channels], expected)
+        start += channels
+
+
 def test_all_parameters_receive_gradients():
     """No unused parameters (DDP would need find_unused_parameters otherwise)."""
     model = build_model("hrnetv2_w18_small_v2", num_keypoints=3).train()

@@ -142,13 +142,18 @@ def test_evaluate_command_writes_results_matching_subset_files(
     )
 
 
-def test_evaluate_flip_and_decoder_options_change_the_run(dataset: Path, checkpoint: Path) -> None:
-    plain, arrays = report.evaluate(
-        checkpoint, dataset, flip=False, decoder="dark", progress=False, device="cpu"
-    )
-    flipped, flipped_arrays = report.evaluate(checkpoint, dataset, progress=False, device="cpu")
-    assert plain["provenance"]["decoder"] == "dark" and plain["provenance"]["flip_test"] is False
-    assert not np.allclose(arrays["predictions"], flipped_arrays["predictions"])
+def test_evaluate_flip_and_decoder_options_each_change_the_run(dataset: Path, checkpoint: Path) -> None:
+    runs = {
+        (flip, decoder): report.evaluate(
+            checkpoint, dataset, flip=flip, decoder=decoder, progress=False, device="cpu"
+        )
+        for flip, decoder in ((True, "standard"), (False, "standard"), (True, "dark"))
+    }
+    base = runs[True, "standard"][1]["predictions"]
+    for (flip, decoder), (results, arrays) in runs.items():
+        assert results["provenance"]["decoder"] == decoder and results["provenance"]["flip_test"] is flip
+        if (flip, decoder) != (True, "standard"):  # one option changed at a time
+            assert not np.allclose(arrays["predictions"], base), (flip, decoder)
 
 
 def test_predictions_map_back_through_the_crop(dataset: Path) -> None:
@@ -187,8 +192,8 @@ def test_evaluate_real_faces_with_official_crops(wflw_mini: Path, checkpoint: Pa
     assert "mmpose_json" in results["provenance"]["annotations"]
 
 
-def test_baseline_keeps_landmark_box_crops_with_official_ones(
-    dataset: Path, checkpoint: Path, tmp_path: Path
+def test_official_crops_reach_the_model_and_the_baseline_keeps_landmark_boxes(
+    dataset: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With --annotations the model sees the official crops, but the mean-shape baseline still places the
     mean training shape in landmark-box crops on both splits (training faces have no official crops), so
@@ -215,6 +220,16 @@ def test_baseline_keeps_landmark_box_crops_with_official_ones(
     results = json.loads(out.read_text())
     assert results["provenance"]["annotations"] == str(official)
     assert results["table"]["baseline"]["test"]["nme"] == pytest.approx(0.0, abs=1e-4)  # percent
+
+    # ... while the model does see the official crops: an oracle's peaks map back through them.
+    peaks = np.random.default_rng(1).integers(2, 14, size=(98, 2))
+    config = {"input_size": 64, "heatmap_size": 16, "model": "oracle"}
+    monkeypatch.setattr(report, "load_model", lambda path: (OracleHeatmaps(peaks, 16), config))
+    assert report.main([*argv, "--annotations", str(official), "--workers", "0", "--no-flip"]) == 0
+    predictions = np.load(out.with_name("results_predictions.npz"))["predictions"]
+    for points, annotation in zip(predictions, annotations, strict=True):
+        side = 200 * annotation["scale"] * 1.25
+        np.testing.assert_allclose(points, annotation["center"] + (4 * peaks - 32) * side / 64, atol=1e-6)
 
 
 def test_missing_checkpoint_is_a_clear_error(

@@ -326,6 +326,28 @@ def test_validation_pads_the_last_batch_and_scores_every_face(data: Path) -> Non
     assert padded == pytest.approx(whole, rel=1e-5)
 
 
+def test_validation_nme_of_an_oracle_is_computed_by_hand(data: Path) -> None:
+    """An oracle puts landmark k at heatmap pixel peaks[k] for every face; by hand, that is image point
+    centre + (4 peaks - 32) * side / 64 in each face's landmark-box crop (side = 1.25 x its extent), and
+    its NME is the mean distance to the true points over the outer-eye-corner distance."""
+    from oracle import OracleHeatmaps
+
+    cfg = dataclasses.replace(get_preset("smoke"), val_batch=4)
+    _, val_set = build_datasets(cfg, data, data / "unused-cache", True)
+    batches = validation_batches(val_set, cfg)
+    peaks = np.random.default_rng(5).integers(2, 14, size=(98, 2))
+    nme = validate(OracleHeatmaps(peaks, 16), batches, cfg, torch.device("cpu"))
+    errors = []
+    for batch in batches:
+        for truth in batch["landmarks"].numpy().astype(np.float64):
+            low, high = truth.min(0), truth.max(0)
+            predicted = (low + high) / 2 + (4 * peaks - 32) * (high - low).max() * 1.25 / 64
+            distances = np.linalg.norm(predicted - truth, axis=1)
+            errors.append(distances.mean() / np.linalg.norm(truth[60] - truth[72]))
+    assert len(errors) == len(val_set)
+    assert nme == pytest.approx(np.mean(errors), rel=1e-6)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Errors
 
