@@ -155,6 +155,20 @@ def fetch(url: str, dest: str | Path, timeout: float = 30.0, progress: bool | No
     return dest
 
 
+def fetch_any(entry: Archive, dest: Path, timeout: float, log: Callable[[str], None]) -> str | None:
+    """Download `entry` to `dest` from the first of its URLs that works; None when done, else why not."""
+    reasons = []
+    for url in entry.urls:
+        log(f"{entry.name}: downloading {url}")
+        try:
+            fetch(url, dest, timeout=timeout)
+            return None
+        except DownloadError as err:
+            log(f"  failed: {err}")
+            reasons.append(str(err))
+    return "; ".join(reasons) or "no URL in the manifest"
+
+
 def _check_gzip(path: Path) -> None:
     """Read a gzip file to its end so that its length and CRC are checked: tarfile stops at the tar
     end marker and would accept an archive that lost its tail."""
@@ -236,17 +250,9 @@ def download_dataset(
             continue
         path = local.get(entry.name, root / ARCHIVE_DIR / entry.name)
         if not path.is_file():
-            reasons = []
-            for url in entry.urls:
-                log(f"{entry.name}: downloading {url}")
-                try:
-                    fetch(url, path, timeout=timeout)
-                    break
-                except DownloadError as err:
-                    log(f"  failed: {err}")
-                    reasons.append(str(err))
-            else:
-                missing.append((entry, "; ".join(reasons) or "no URL in the manifest"))
+            failure = fetch_any(entry, path, timeout, log)
+            if failure is not None:
+                missing.append((entry, failure))
                 continue
         verify(path, entry, log)
         log(f"{entry.name}: extracting to {target}")
@@ -288,20 +294,9 @@ def download_weights(
         log(f"{dest}: already present (delete it to download again)")
         return dest
     staging = dest.with_name(f".{dest.name}.download")
-    reasons = []
-    for url in entry.urls:
-        log(f"{entry.name}: downloading {url}")
-        try:
-            fetch(url, staging, timeout=timeout)
-            break
-        except DownloadError as err:
-            log(f"  failed: {err}")
-            reasons.append(str(err))
-    else:
-        raise DownloadError(
-            f"could not download {entry.name}: {'; '.join(reasons) or 'no URL in the manifest'}. "
-            f"Fetch it by hand and put it at {dest}"
-        )
+    failure = fetch_any(entry, staging, timeout, log)
+    if failure is not None:
+        raise DownloadError(f"could not download {entry.name}: {failure}. Fetch it by hand, put it at {dest}")
     try:
         verify(staging, entry, log)
         report = load_weights(build_model("hrnetv2_w18"), staging)
@@ -309,7 +304,7 @@ def download_weights(
             raise DownloadError(f"{staging}: holds {report.layout} weights, not an ImageNet backbone")
     except (DownloadError, WeightsMismatchError, ValueError, TypeError, OSError) as err:
         staging.unlink(missing_ok=True)
-        raise DownloadError(f"{entry.name} from {url} is not usable (deleted): {err}") from None
+        raise DownloadError(f"{entry.name} is not usable (deleted): {err}") from None
     log(f"{entry.name}: {report}")
     os.replace(staging, dest)
     return dest
