@@ -38,6 +38,7 @@ NOTEBOOKS = ("01-wflw-data", "02-hrnetv2-architecture", "03-multi-gpu-training",
 SMOKE_SYNTH = {"synth_train": 24, "synth_test": 16}
 DEFAULT_SYNTH = {"synth_train": 1500, "synth_test": 500}
 PUBLISHED_CHECKPOINT = "data/hrnetv2_w18_wflw_256x256-2bf032a6_20210125.pth"
+PUBLISHED_PRESETS = ("wflw-mmpose", "wflw-1gpu")  # the published recipe, on 8 GPUs or one
 MMPOSE_JSON = "data/WFLW/mmpose_json"  # mmpose's json with the official crops, when the user has it
 _REMOTE = re.compile(
     r"<(?:script[^>]*\bsrc|link[^>]*\bhref)\s*=\s*[\"']?\s*(?:https?:)?//", flags=re.IGNORECASE
@@ -124,6 +125,20 @@ def ensure_data(
 
     synthesize(root, n_train=synth_train, n_test=synth_test, seed=seed)
     return root
+
+
+def comparable(data_kind: str, preset: str) -> bool:
+    """Whether a run may be set against the published numbers: real WFLW and the published recipe."""
+    return data_kind == "wflw" and preset in PUBLISHED_PRESETS
+
+
+def model_line(results: dict[str, Any]) -> str:
+    """The evaluated model as a caption states it: name, input and heatmap sizes (from results.json)."""
+    model = results["provenance"]["model"]
+    return (
+        f"{model['model']}, {model['input_size']}x{model['input_size']} input, "
+        f"{model['heatmap_size']}x{model['heatmap_size']} heatmaps"
+    )
 
 
 def run_finished(run_dir: str | Path) -> bool:
@@ -244,6 +259,7 @@ def ensure_results(
             *options,
             "--data-root",
             str(repo_path(data_root)),
+            "--quiet",  # the notebook shows the results; no progress bars in the book
         ]
         stream([*command, "--out", str(out)], env={"PYTHONUNBUFFERED": "1"})
     else:
@@ -289,16 +305,14 @@ def report_summary(parameters: dict[str, Any]) -> str:
     rows = [["published HRNetV2-W18 (mmpose)", *(PUBLISHED[c] for c in COLUMNS)]]
     ours = [results["table"]["model"][c]["nme"] for c in COLUMNS]
     rows.append(["this run", *ours])
-    rows.append(
-        [
-            "this run - published",
-            *(None if v is None else v - PUBLISHED[c] for v, c in zip(ours, COLUMNS, strict=True)),
-        ]
-    )
+    same_recipe = comparable(parameters["data_kind"], parameters["preset"])
+    if same_recipe:
+        differences = (None if v is None else v - PUBLISHED[c] for v, c in zip(ours, COLUMNS, strict=True))
+        rows.append(["this run - published", *differences])
     rows.append(["mean-shape baseline", *(results["table"]["baseline"][c]["nme"] for c in COLUMNS)])
     for name, label in (
-        ("results-noflip", "no flip test"),
-        ("results-dark", "DARK decoder"),
+        ("results-noflip", "this run, no flip test"),
+        ("results-dark", "this run, DARK decoder"),
         ("published", "published checkpoint, evaluated here"),
     ):
         path = run / f"{name}.json"
@@ -309,7 +323,17 @@ def report_summary(parameters: dict[str, Any]) -> str:
     lines += [
         viz.markdown_table(["NME (%)", *COLUMNS], rows),
         "",
-        viz.caption("NME (%) of this run beside the published result.", trained, results),
+        viz.caption(
+            f"NME (%) of this run ({model_line(results)}) beside the published result"
+            + (
+                "."
+                if same_recipe
+                else f": not comparable ({parameters['data_kind']} data, preset {parameters['preset']}); "
+                "the mean-shape baseline is the floor that shows what was learnt."
+            ),
+            trained,
+            results,
+        ),
         "",
     ]
     return "\n".join(lines) + "\n"
@@ -419,9 +443,23 @@ def execute_notebooks(
                 f"{source}: cell {error.exec_count} failed with {error.ename}: {error.evalue}\n"
                 f"(the executed notebook with the traceback is {output}); the book was not built"
             ) from None
+        hide_default_parameters(output)
         print(f"[book] {name}: {time.monotonic() - started:.1f} s", flush=True)
         outputs.append(output)
     return outputs
+
+
+def hide_default_parameters(notebook_path: Path) -> None:
+    """Tag a notebook's default `parameters` cell `remove-cell`: the page shows only the cell papermill
+    injected with the values this build used, not both."""
+    import nbformat
+
+    notebook = nbformat.read(notebook_path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(notebook, notebook_path)
 
 
 def build_html(book: Path = BOOK) -> Path:

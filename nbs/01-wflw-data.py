@@ -130,7 +130,8 @@ else:
 # %% [markdown]
 # ## The crop and each augmentation step
 #
-# Training samples follow the published recipe: a horizontal flip with probability 0.5 (landmarks
+# Training samples are augmented as in the published recipe (every preset keeps its augmentation; the CPU
+# presets change only the crop and heatmap sizes): a horizontal flip with probability 0.5 (landmarks
 # mirrored with $x \mapsto w - 1 - x$ and re-paired with the flip table), a scale factor
 # $\mathrm{clip}(1 + 0.25\,\mathcal{N}(0,1), 0.75, 1.25)$, and with probability 0.6 a rotation
 # $\mathrm{clip}(30^\circ\,\mathcal{N}(0,1), -60^\circ, 60^\circ)$, all applied as one affine warp of the
@@ -185,8 +186,9 @@ viz.show(
 # ## Heatmap targets
 #
 # The network predicts one heatmap per landmark at a quarter of the input resolution. Each target is a
-# Gaussian ($\sigma$ = 2 heatmap pixels in the published recipe) centred at the landmark's position
-# divided by the stride, with a weight of 0 when the Gaussian patch lies fully outside the map.
+# Gaussian ($\sigma$ = 2 heatmap pixels at the published 64x64 heatmaps; the caption gives this
+# preset's size and sigma) centred at the landmark's position divided by the stride, with a weight of 0
+# when the Gaussian patch lies fully outside the map.
 
 # %%
 sample = dataset.make_sample(index, False, 1.0, 0.0)
@@ -206,19 +208,21 @@ viz.show(
 # A horizontal flip turns the face's left side into its right side, so each landmark must take its
 # partner's index: the 44 pairs of the table below. Ten points lie on the symmetry axis (chin, nose
 # bridge, nostril centre, lip centres) and keep their index. A wrong pair table is the classic reason a
-# WFLW model does not converge; drawn on a face, every pair must be a horizontal-ish line crossing the
-# face's axis.
+# WFLW model does not converge; drawn on a face, every pair must be a line across the face's symmetry
+# axis, perpendicular to it (the face may be turned in the photo).
 
 # %%
-pair_face = real[0] if (fixture / wflw.ANNOTATION_DIR).is_dir() else samples[0]
-pair_image = real_images[0] if (fixture / wflw.ANNOTATION_DIR).is_dir() else images[0]
+real_face = (fixture / wflw.ANNOTATION_DIR).is_dir()
+pair_face = real[0] if real_face else samples[0]
+pair_image = real_images[0] if real_face else images[0]
+pair_source = f"real WFLW from {fixture.name}" if real_face else data_line
 permutation = transforms.flip_permutation()
 print("flip table is an involution:", bool(np.array_equal(permutation[permutation], np.arange(98))))
 print("self-symmetric points:", [k for k in range(98) if permutation[k] == k])
 viz.show(
     viz.plot_flip_pairs(pair_image, pair_face.landmarks, transforms.FLIP_PAIRS),
     "The 44 flip pairs of hrnet_lib.data.transforms.FLIP_PAIRS drawn on a face (one line per pair, "
-    "coloured by facial part); the self-symmetric points are ringed and numbered.",
+    f"coloured by facial part); the self-symmetric points are ringed and numbered. Face: {pair_source}.",
 )
 mirrored = transforms.flip_landmarks(pair_face.landmarks, pair_image.shape[1])
 viz.show(
@@ -229,5 +233,6 @@ viz.show(
         cols=2,
         zoom=True,
     ),
-    "A face and its mirror image with flip_landmarks: the outlines stay on the same facial parts.",
+    f"A face and its mirror image with flip_landmarks: the outlines stay on the same facial parts. "
+    f"Face: {pair_source}.",
 )

@@ -92,9 +92,10 @@ viz.show(
 # %% [markdown]
 # ## Parameters and FLOPs per stage
 #
-# The paper quotes 9.3 M parameters and 4.3 GFLOPs for HRNetV2-W18 on WFLW, and mmpose's implementation
-# has 9,662,528 parameters (98 heatmaps). FLOPs are counted here as torch counts them (a multiply-add is 2
-# FLOPs); papers count multiply-adds, so the comparable number is half of torch's count (GMACs).
+# The HRNet paper's parameter and operation counts for HRNetV2-W18 on WFLW, and mmpose's parameter
+# count (98 heatmaps), are set beside the measured ones below. FLOPs are counted here as torch counts
+# them (a multiply-add is 2 FLOPs); the paper's "FLOPs" are multiply-adds, so its number compares with
+# half of torch's count (GMACs).
 
 # %%
 parts = [name for name in STAGES if summary["params"][name] or summary["flops"][name]]
@@ -119,10 +120,14 @@ viz.show(
     f"Measured totals beside the published ones; parameters equal mmpose's exactly: "
     f"{summary['params']['total'] == MMPOSE_PARAMS}.",
 )
+params = {p: summary["params"][p] / summary["params"]["total"] for p in parts}
+flops = {p: summary["flops"][p] / summary["flops"]["total"] for p in parts}
+top_params, top_flops = max(params, key=params.get), max(flops, key=flops.get)
 viz.show(
     viz.plot_stage_costs(parts, [summary["params"][p] for p in parts], [summary["flops"][p] for p in parts]),
-    "Where the parameters and the FLOPs of HRNetV2-W18 are: the low-resolution branches hold most "
-    "parameters, the high-resolution branch and the head most of the computation.",
+    f"Where the parameters and the FLOPs of HRNetV2-W18 are, per part: {top_params} holds the most "
+    f"parameters ({100 * params[top_params]:.0f}%), {top_flops} takes the most FLOPs "
+    f"({100 * flops[top_flops]:.0f}%); the head takes {100 * flops['head']:.0f}% of the FLOPs.",
 )
 
 # %% [markdown]
@@ -164,9 +169,9 @@ viz.show(
 # - the project's own checkpoints (`{"model": state_dict, "config": ...}`).
 #
 # Each layout below is made from one reference model's weights and loaded into a fresh model; for the
-# complete layouts, the loaded model's heatmaps equal the reference's exactly. Loading is strict: the
-# last row loads W18-small-v2 weights (fewer blocks) into W18 and gets one error that lists every
-# missing key.
+# complete layouts, the loaded model's heatmaps equal the reference's exactly. Loading is strict: below
+# the table, W18-small-v2 weights (fewer blocks) loaded into W18 give one error that lists every
+# missing key at once.
 
 # %%
 from hrnet_lib import load_weights
@@ -203,11 +208,6 @@ for name, weights in layouts.items():
     rows.append(
         [name, report.layout, report.loaded, len(report.ignored), len(report.missing), features, heatmaps]
     )
-try:
-    load_weights(build_model("hrnetv2_w18"), build_model("hrnetv2_w18_small_v2").state_dict())
-except WeightsMismatchError as error:
-    message = str(error).splitlines()
-    rows.append(["W18-small-v2 weights into W18", "own", 0, 0, 0, "error:", message[1].strip()])
 header = ["weights", "layout", "loaded", "ignored", "kept at init", "same features", "same heatmaps"]
 viz.show(
     viz.markdown_table(header, rows),
@@ -215,7 +215,10 @@ viz.show(
     "kept at initialisation; 'same features' and 'same heatmaps' compare the loaded model's four branch "
     "outputs and heatmaps with the reference's on a random image (ImageNet weights have no heatmap head).",
 )
-print("\n".join(message[:6]))
+try:
+    load_weights(build_model("hrnetv2_w18"), build_model("hrnetv2_w18_small_v2").state_dict())
+except WeightsMismatchError as error:
+    print("W18-small-v2 weights into W18:\n" + "\n".join(str(error).splitlines()[:6]))
 
 # %% [markdown]
 # When mmpose's released checkpoint is in `data/`, its load report is shown here too.

@@ -120,12 +120,14 @@ def test_no_generated_notebook_keeps_an_error_and_parameters_were_injected(built
         assert not [o for o in outputs if o.get("output_type") == "error"], name
         injected = [c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
         assert len(injected) == 1 and 'preset = "smoke"' in "".join(injected[0]["source"]), name
+        defaults = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        assert len(defaults) == 1 and "remove-cell" in defaults[0]["metadata"]["tags"], name
 
 
 def test_evaluation_page_has_the_seed_table_with_this_runs_numbers(built: dict[str, Path]) -> None:
     page = read(built, "generated/04-subset-evaluation.html")
     tables = [t for t in page.tables if t and t[0] == SEED_COLUMNS]
-    assert tables, "no table in the seed's form on the evaluation page"
+    assert tables, "no table in the model-zoo form on the evaluation page"
     rows = {row[0]: row[1:] for row in tables[0][1:]}
     assert rows["published HRNetV2-W18 (mmpose)"] == ["4.06", "6.97", "3.99", "4.83", "4.58", "3.94", "4.33"]
     results = json.loads((built["run"] / "results.json").read_text())
@@ -138,7 +140,8 @@ def test_training_ran_with_two_processes_and_its_curves_come_from_the_log(built:
     info = json.loads((built["run"] / "config.json").read_text())
     assert info["world_size"] == book.default_nproc("smoke", 0)
     page = read(built, "generated/03-multi-gpu-training.html")
-    settings = {row[0]: row[1] for table in page.tables for row in table[1:] if len(row) == 2}
+    table = next(t for t in page.tables if t and t[0][:2] == ["setting", "this run"])
+    settings = {row[0]: row[1] for row in table[1:]}
     assert settings["processes (world size)"] == str(info["world_size"])
     assert settings["steps per epoch / total"] == f"{info['iters_per_epoch']} / {info['total_iters']}"
 

@@ -134,8 +134,11 @@ def test_evaluate_command_writes_results_matching_subset_files(
     assert prov["model"]["input_size"] == 64 and len(prov["checkpoint_sha256"]) == 16
     assert prov["command"].startswith("python -m hrnet_lib evaluate --checkpoint")
     assert out.with_name("results_ced.png").stat().st_size > 1000
-    header = next(line for line in printed.splitlines() if line.startswith("| WFLW |"))
-    assert header == "| WFLW | test | pose | illumination | occlusion | blur | makeup | expression |"
+    header = next(line for line in printed.splitlines() if line.startswith("| WFLW-format test set |"))
+    assert (
+        header
+        == "| WFLW-format test set | test | pose | illumination | occlusion | blur | makeup | expression |"
+    )
     assert (
         "| published HRNetV2-W18 (mmpose): NME (%) | 4.06 | 6.97 | 3.99 | 4.83 | 4.58 | 3.94 | 4.33 |"
         in printed
@@ -270,7 +273,7 @@ def test_format_table_rows_and_columns() -> None:
     empty = {**cells, "makeup": {"faces": 0, "nme": None, "fr": None, "auc": None}}
     text = report.format_table({"table": {"title": "best.pt", "model": cells, "baseline": empty}})
     lines = text.splitlines()
-    assert lines[0] == "| WFLW | " + " | ".join(report.COLUMNS) + " |"
+    assert lines[0] == "| WFLW-format test set | " + " | ".join(report.COLUMNS) + " |"
     assert lines[2] == "| best.pt: NME (%) | 1.00 | 2.00 | 3.00 | 4.00 | 5.00 | 6.00 | 7.00 |"
     assert lines[3] == "| FR@10% (%) | 0.00 | 0.50 | 1.00 | 1.50 | 2.00 | 2.50 | 3.00 |"
     assert lines[4] == "| AUC@10% | 0.5000 | 0.5100 | 0.5200 | 0.5300 | 0.5400 | 0.5500 | 0.5600 |"
