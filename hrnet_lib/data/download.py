@@ -56,23 +56,26 @@ def load_manifest(path: str | Path) -> list[Archive]:
     archives = []
     for i, entry in enumerate(data.get("archives", []) if isinstance(data, dict) else []):
         try:
-            sha = entry["sha256"]
-            if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
-                raise ValueError(f"sha256 must be 64 lowercase hex digits or null, got {sha!r}")
-            archives.append(
-                Archive(
-                    name=str(entry["name"]),
-                    urls=tuple(str(url) for url in entry["urls"]),
-                    sha256=sha,
-                    size=None if entry["size"] is None else int(entry["size"]),
-                    extracts_to=str(entry["extracts_to"]),
-                )
-            )
+            archives.append(_entry(entry, str(entry["extracts_to"])))
         except (KeyError, TypeError, ValueError) as err:
             raise DownloadError(f"{path}: archives[{i}]: bad entry: {err!r}") from None
     if not archives:
         raise DownloadError(f"{path}: manifest lists no archives")
     return archives
+
+
+def _entry(entry: dict, extracts_to: str) -> Archive:
+    """One manifest entry as an Archive; KeyError, TypeError or ValueError when a field is bad."""
+    sha = entry["sha256"]
+    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        raise ValueError(f"sha256 must be 64 lowercase hex digits or null, got {sha!r}")
+    return Archive(
+        name=str(entry["name"]),
+        urls=tuple(str(url) for url in entry["urls"]),
+        sha256=sha,
+        size=None if entry["size"] is None else int(entry["size"]),
+        extracts_to=extracts_to,
+    )
 
 
 def sha256sum(path: str | Path) -> str:
@@ -265,14 +268,7 @@ def load_weights_entry(path: str | Path) -> Archive:
     """The manifest's "weights" entry (a single file, nothing to extract); DownloadError when absent."""
     path = Path(path)
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))["weights"]
-        return Archive(
-            name=str(entry["name"]),
-            urls=tuple(str(url) for url in entry["urls"]),
-            sha256=entry["sha256"],
-            size=None if entry["size"] is None else int(entry["size"]),
-            extracts_to="",
-        )
+        return _entry(json.loads(path.read_text(encoding="utf-8"))["weights"], extracts_to="")
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise DownloadError(f"{path}: no usable 'weights' entry: {err!r}") from None
 
