@@ -215,6 +215,8 @@ class FaceCropCache:
                     bar.update(len(indices))
             crops.flush()
             del crops
+            with open(tmp, "rb+") as f:  # the memmap's flush syncs the data; fsync the file itself too
+                os.fsync(f.fileno())
             os.replace(tmp, self.crops_path)
         finally:
             tmp.unlink(missing_ok=True)
