@@ -154,15 +154,21 @@ def test_augmented_sample_keeps_landmarks_on_dots(
     np.testing.assert_allclose(transform_points(sample["landmarks"], matrix), sample["keypoints"], atol=1e-3)
 
 
-def test_keypoints_outside_input_get_zero_weight(dots: tuple[Path, list[Face]]) -> None:
+def test_keypoints_outside_input_keep_weight_while_their_gaussian_reaches_the_heatmap(
+    dots: tuple[Path, list[Face]],
+) -> None:
+    """mmpose's rule: a point's weight is 0 only when its whole 3-sigma Gaussian patch is off the heatmap;
+    a point just outside the crop still trains, on the part of its Gaussian that is on the map."""
     root, faces = dots
-    landmarks = faces[0].landmarks.copy()
-    landmarks[5] = [100.0, 100.0]  # far from the others: outside the crop of a box that ignores it
-    face = _face("e/dots.png", landmarks, center=np.array([296.0, 228.0]), scale=np.array([156.0, 156.0]))
-    sample = WFLWDataset([face], root, train=False)[0]
-    assert sample["keypoints"][5].min() < 0
-    assert sample["target_weight"][5] == 0
-    assert np.all(np.delete(sample["target_weight"], 5) == 1)
+    crop = {"center": np.array([296.0, 228.0]), "scale": np.array([156.0, 156.0])}  # padded: x from 198.5
+    for x, weight in ((197.0, 1.0), (100.0, 0.0)):  # 0.5 and 32 heatmap pixels left of the map
+        landmarks = faces[0].landmarks.copy()
+        landmarks[5] = [x, 160.0]
+        sample = WFLWDataset([_face("e/dots.png", landmarks, **crop)], root, train=False)[0]
+        assert sample["keypoints"][5][0] < 0
+        assert sample["target_weight"][5] == weight
+        assert (sample["heatmaps"][5][:, 0].max() > 0.5) == bool(weight)  # the Gaussian's right half
+        assert np.all(np.delete(sample["target_weight"], 5) == 1)
 
 
 def test_augmentation_is_deterministic_per_seed_epoch_index(dots: tuple[Path, list[Face]]) -> None:

@@ -27,7 +27,7 @@ from hrnet_lib.model.hrnet import build_model
 from hrnet_lib.train import loop
 from hrnet_lib.train.checkpoint import load_checkpoint
 from hrnet_lib.train.loop import (
-    ResumableSampler,
+    EpochSampler,
     build_datasets,
     heatmap_loss,
     lr_at,
@@ -142,24 +142,35 @@ def test_validation_split_is_deterministic_and_keeps_images_whole(data: Path) ->
 
 def test_sampler_gives_every_world_size_the_same_global_batches() -> None:
     """Process r holds the r-th share of each global batch; skip resumes inside an epoch."""
-    dataset = list(range(43))
     global_batch = 8
-    one = list(ResumableSampler(dataset, 1, 0, seed=3).__iter__())
-    shares = []
-    for rank in range(4):
-        sampler = ResumableSampler(dataset, 4, rank, seed=3)
-        shares.append(list(sampler))
-    for step in range(43 // global_batch):
-        single = set(one[step * global_batch : (step + 1) * global_batch])
-        spread = {i for share in shares for i in share[step * 2 : (step + 1) * 2]}
+    one = list(EpochSampler(43, global_batch, 1, 0, seed=3))
+    shares = [list(EpochSampler(43, global_batch, 4, rank, seed=3)) for rank in range(4)]
+    assert len(one) == 48 and all(len(share) == 12 for share in shares)  # ceil(43 / 8) = 6 steps
+    for step in range(6):
+        single = sorted(one[step * global_batch : (step + 1) * global_batch])
+        spread = sorted(i for share in shares for i in share[step * 2 : (step + 1) * 2])
         assert single == spread
-    sampler = ResumableSampler(dataset, 2, 1, seed=3)
+    sampler = EpochSampler(43, global_batch, 2, 1, seed=3)
     sampler.set_epoch(5)
     full = list(sampler)
     sampler.set_epoch(5, skip=6)
     assert list(sampler) == full[6:] and len(sampler) == len(full) - 6
     sampler.set_epoch(6)
     assert list(sampler) != full
+
+
+def test_sampler_pads_each_epoch_with_its_own_first_faces() -> None:
+    """Every face is seen each epoch (mmpose keeps the short last batch); the padding repeats the
+    epoch's first faces, so all steps have the global batch's shape."""
+    for size, global_batch in ((43, 8), (48, 8), (5, 8)):
+        sampler = EpochSampler(size, global_batch, 1, 0, seed=1)
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            steps = -(-size // global_batch)
+            assert len(order) == steps * global_batch
+            assert sorted(order[:size]) == list(range(size))  # a permutation, then the padding
+            assert order[size:] == (order[:size] * global_batch)[: len(order) - size]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -230,8 +241,8 @@ def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path) -> Non
         while time.monotonic() < deadline and proc.poll() is None:
             log = killed / "log.jsonl"
             lines = log.read_text().splitlines() if log.exists() else []
-            if any('"iteration": 6,' in line and '"loss"' in line for line in lines):
-                break  # step 6 of 12 done: epoch 1, step 2 of 4
+            if any('"iteration": 7,' in line and '"loss"' in line for line in lines):
+                break  # step 7 of 15 done (epoch 1, step 2 of 5): the checkpoint of step 6 is written
             time.sleep(0.02)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -242,7 +253,7 @@ def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path) -> Non
 
     run_train([*common, "--out", str(killed), "--resume"])
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(killed / "last.pt")
-    assert a["iteration"] == b["iteration"] == 12
+    assert a["iteration"] == b["iteration"] == 15
     assert a["model"].keys() == b["model"].keys()
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name

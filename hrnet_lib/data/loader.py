@@ -238,10 +238,11 @@ class WFLWDataset(Dataset):
     """Face crops with heatmap targets, as mmpose's top-down WFLW pipeline.
 
     Item keys: "image" float32 (3, S, S) ImageNet-normalised RGB; "heatmaps" float32 (K, h, h);
-    "target_weight" float32 (K,) (0 where the Gaussian patch is off the heatmap or the keypoint is outside the
-    input); "keypoints" float32 (K, 2) input pixels; "landmarks" float32 (K, 2) and "center" float32 (2,) in
-    source-image pixels (of the mirrored image when "flipped"); "scale" float32 (2,) padded crop side after
-    augmentation; "rotation" float32 (); "index" int64; "flipped" bool. Always
+    "target_weight" float32 (K,) (0 only where the whole Gaussian patch is off the heatmap, as in mmpose: a
+    point just outside the crop still trains on its partial Gaussian); "keypoints" float32 (K, 2) input
+    pixels; "landmarks" float32 (K, 2) and "center" float32 (2,) in source-image pixels (of the mirrored
+    image when "flipped"); "scale" float32 (2,) padded crop side after augmentation; "rotation" float32 ();
+    "index" int64; "flipped" bool. Always
     keypoints == transform_points(landmarks, warp_matrix(center, scale, rotation, (S, S))).
 
     With `device_targets=True` (what training uses), "image" is the uint8 RGB crop and "heatmaps" is left
@@ -357,10 +358,9 @@ class WFLWDataset(Dataset):
             weights = heatmap_weights(keypoints / stride, grid, self.sigma, self.unbiased)
         else:
             heatmaps, weights = encode_heatmaps(keypoints / stride, grid, self.sigma, self.unbiased)
-        inside = np.all((keypoints >= 0) & (keypoints < size), axis=1)
         sample = {
             "image": image,
-            "target_weight": weights * inside.astype(np.float32),
+            "target_weight": weights,
             "keypoints": keypoints.astype(np.float32),
             "landmarks": landmarks.astype(np.float32),
             "center": center.astype(np.float32),
@@ -393,7 +393,7 @@ def device_batch(
     """(images, heatmaps, target weights) on `device` from a batch of a `device_targets` dataset.
 
     Normalises the uint8 crops and encodes the heatmap targets there; the weights are the dataset's
-    (zero for keypoints outside the crop or whose Gaussian patch is off the heatmap).
+    (zero where a keypoint's whole Gaussian patch is off the heatmap).
     """
     from hrnet_lib.data.targets import encode_heatmaps_torch
 

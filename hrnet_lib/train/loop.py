@@ -6,7 +6,8 @@
 
 The global batch is a preset value, whatever the world size: each process takes global/world images a
 step, split into micro-batches with gradient accumulation when `per_device_batch` is smaller. The
-sampler shuffles by (seed, epoch) and deals the order out to the processes, so each global batch is the
+sampler shuffles by (seed, epoch), pads the epoch to whole global batches (no face is left out, as in
+mmpose) and deals the order out to the processes, so each global batch is the
 same set of faces for 1 or 8 processes, and resuming skips the finished steps of an epoch without
 loading them. Each sample's augmentation comes from its own RNG seeded by (seed, epoch, index)
 (hrnet_lib.data.loader), so a resumed run sees exactly the data of an uninterrupted one. The learning
@@ -45,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 from tqdm import tqdm
 
 from hrnet_lib.data.loader import device_batch, normalize_images, worker_options
@@ -132,28 +133,40 @@ def split_train_val(faces: list, fraction: float, seed: int) -> tuple[list, list
     return train, val
 
 
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler (shuffle by seed + epoch, incomplete tail dropped) that can start mid-epoch.
+class EpochSampler(Sampler[int]):
+    """This process's share of every global batch of an epoch; can start mid-epoch.
 
-    `set_epoch(epoch, skip)` skips the first `skip` indices of this process's share, i.e. the steps already
-    done, without loading them.
+    An epoch is a permutation of the training faces seeded by (seed + epoch), as DistributedSampler draws
+    it, padded to whole global batches by repeating its start: like mmpose, which keeps the last, short
+    batch instead of dropping it, every face is seen every epoch, and padding keeps every step's input
+    shape (a new shape costs a GPU a cold start). Global batch i is `order[i*G:(i+1)*G]`; process r takes
+    every world-th face of the order from the r-th, so its images of step i are its share of global batch
+    i for any world size that divides G (`batch_sizes` checks that). `set_epoch(epoch, skip)` skips this
+    process's first `skip` indices (the steps already done) without loading them.
     """
 
-    def __init__(self, dataset: Any, num_replicas: int, rank: int, seed: int) -> None:
-        super().__init__(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True
-        )
+    def __init__(self, size: int, global_batch: int, world: int, rank: int, seed: int) -> None:
+        self.size, self.global_batch, self.world, self.rank, self.seed = size, global_batch, world, rank, seed
+        self.steps = math.ceil(size / global_batch)  # steps per epoch
+        self.epoch = 0
         self.skip = 0
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:  # type: ignore[override]
-        super().set_epoch(epoch)
-        self.skip = skip
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self) -> list[int]:
+        """The epoch's face order over all processes: the permutation, padded to `steps` global batches."""
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        permutation = torch.randperm(self.size, generator=generator).tolist()
+        total = self.steps * self.global_batch
+        return (permutation * math.ceil(total / max(self.size, 1)))[:total]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.skip :])
+        return iter(self.order()[self.rank :: self.world][self.skip :])
 
     def __len__(self) -> int:
-        return self.num_samples - self.skip
+        return self.steps * self.global_batch // self.world - self.skip
 
 
 def data_manifest(root: Path) -> str:
@@ -473,13 +486,13 @@ def train(
 
     # Data: train/val split of the TRAIN faces; the sampler gives each process its share of every batch.
     train_set, val_set = build_datasets(cfg, data_root, cache_dir or out.parent / ".crop-cache", rt.main)
-    sampler = ResumableSampler(train_set, rt.world, rt.rank, cfg.seed)
+    sampler = EpochSampler(len(train_set), cfg.global_batch, rt.world, rt.rank, cfg.seed)
     loader_args: dict[str, Any] = dict(pin_memory=rt.device.type == "cuda", **worker_options(cfg.workers))
-    train_loader = DataLoader(train_set, batch_size=micro, sampler=sampler, drop_last=True, **loader_args)
+    train_loader = DataLoader(train_set, batch_size=micro, sampler=sampler, **loader_args)
     val_batches = validation_batches(val_set, cfg) if rt.main else []
-    iters_per_epoch = len(train_set) // cfg.global_batch
+    iters_per_epoch = sampler.steps
     if iters_per_epoch == 0:
-        raise TrainingError(f"{len(train_set)} training faces give no full batch of {cfg.global_batch}")
+        raise TrainingError(f"no training faces in {data_root} after the validation hold-out")
     total_iters = iters_per_epoch * cfg.epochs
     if cfg.max_iters:
         total_iters = min(total_iters, cfg.max_iters)
