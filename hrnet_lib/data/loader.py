@@ -45,7 +45,7 @@ from hrnet_lib.train.checkpoint import atomic_write
 if TYPE_CHECKING:
     from hrnet_lib.data.wflw import Face
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
 _INV_STD = 1.0 / np.array(IMAGENET_STD, dtype=np.float32)
 
@@ -88,19 +88,38 @@ def faces_digest(faces: list[Face]) -> str:
     return digest.hexdigest()
 
 
-def cache_side(input_size: int, max_scale: float = 1.25, margin: int = 2) -> int:
-    """Side in pixels of a cached crop: covers any rotation of a crop up to `max_scale` times the padded box,
-    resampled so the padded box is `input_size` pixels, plus a margin for bilinear interpolation."""
-    half = 0.5 * max_scale * math.sqrt(2.0) * input_size
-    return 2 * (math.ceil(half) + margin)
+def cache_region(
+    center: np.ndarray, side: float, max_scale: float = 1.25, margin: int = 2
+) -> tuple[int, int, int]:
+    """(x0, y0, n): the square of source pixels [x0, x0 + n) x [y0, y0 + n) that any crop of the padded box
+    (centre, side) needs: scaled up to `max_scale`, turned by any angle, flipped or not (the box is square
+    about its centre), plus `margin` pixels for bilinear interpolation."""
+    half = 0.5 * max_scale * math.sqrt(2.0) * side + margin
+    x0, y0 = (math.floor(c - half) for c in center)
+    return x0, y0, math.ceil(2 * half) + 2
+
+
+def cache_max_side(input_size: int, max_scale: float = 1.25, oversample: float = 2.0) -> int:
+    """Largest cached side: twice the pixels an `input_size` crop of any scale and angle samples.
+
+    A face whose region is larger (a face box of more than about 415 source pixels at input 256) is stored
+    shrunk to this side with area filtering; every other face is stored at its source resolution."""
+    return math.ceil(oversample * max_scale * math.sqrt(2.0) * input_size)
 
 
 class FaceCropCache:
-    """On-disk cache of padded face crops, so each large source image is decoded once, not once per sample.
+    """On-disk cache of the source pixels around each face, so each large image is decoded once, not once per
+    sample, and the training crop is still a single resampling of the source, as in mmpose.
 
-    Files in `directory`: `crops.npy` (N, C, C, 3) uint8 RGB, read as a memmap, and `meta.json` with the
-    per-face affine image -> cache, the source image sizes and a key (faces, image files, settings). Reused
-    when the key matches, rebuilt (with a progress bar, atomically) when not or when the meta is unreadable.
+    Each face's `cache_region` is stored as a copy of the source pixels (zeros outside the image, the value
+    cv2's constant border gives), so warping the cached region gives the crop that warping the whole image
+    gives, to cv2's interpolation rounding. Only regions larger than `cache_max_side` are shrunk (area
+    filter) to that side; their crops then differ from a single warp of the source by that prefilter.
+
+    Files in `directory`: `crops.npy`, every face's square (n, n, 3) uint8 RGB region one after the other in
+    one flat array read as a memmap, and `meta.json` with each face's offset, side, affine image -> cached
+    region and source image size, and a key (faces, image files, settings). Reused when the key matches,
+    rebuilt (with a progress bar, atomically) when not or when the meta is unreadable.
     """
 
     def __init__(
@@ -117,7 +136,7 @@ class FaceCropCache:
         self.input_size = int(input_size)
         self.padding = float(padding)
         self.max_scale = float(max_scale)
-        self.size = cache_side(self.input_size, self.max_scale)
+        self.max_side = cache_max_side(self.input_size, self.max_scale)
         self.faces_digest = faces_digest(faces)
         image_root = Path(image_root)
         self.key = self._key(faces, image_root)
@@ -130,6 +149,8 @@ class FaceCropCache:
             assert meta is not None
         self.affines = np.asarray(meta["affines"], dtype=np.float64).reshape(-1, 2, 3)
         self.image_sizes = np.asarray(meta["image_sizes"], dtype=np.int64).reshape(-1, 2)
+        self.offsets = np.asarray(meta["offsets"], dtype=np.int64)
+        self.sides = np.asarray(meta["sides"], dtype=np.int64)
         self._array: np.ndarray | None = None
 
     @property
@@ -149,14 +170,15 @@ class FaceCropCache:
         return state
 
     def crop(self, index: int) -> np.ndarray:
-        """Cached crop (C, C, 3) uint8 RGB of face `index` (a memmap view)."""
+        """Cached region (n, n, 3) uint8 RGB of face `index` (a memmap view)."""
         if self._array is None:
             self._array = np.load(self.crops_path, mmap_mode="r")
-        return self._array[index]
+        side, offset = int(self.sides[index]), int(self.offsets[index])
+        return self._array[offset : offset + side * side * 3].reshape(side, side, 3)
 
     def _key(self, faces: list[Face], image_root: Path) -> str:
         digest = hashlib.sha256(self.faces_digest.encode())
-        settings = (CACHE_VERSION, self.input_size, self.padding, self.max_scale, self.size)
+        settings = (CACHE_VERSION, self.input_size, self.padding, self.max_scale, self.max_side)
         digest.update(repr(settings).encode())
         for name in sorted({face.image for face in faces}):
             path = image_root / name
@@ -176,32 +198,49 @@ class FaceCropCache:
             return None
         return meta if isinstance(meta, dict) else None
 
+    def _layout(self, faces: list[Face]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per face: source region (x0, y0, n), stored side, offset in the flat array, affine image->cache."""
+        regions = np.zeros((len(faces), 3), dtype=np.int64)
+        sides = np.zeros(len(faces), dtype=np.int64)
+        affines = np.zeros((len(faces), 2, 3))
+        for i, face in enumerate(faces):
+            center, scale = crop_box(face, self.padding)
+            x0, y0, n = cache_region(center, float(scale[0]), self.max_scale)
+            side = min(n, self.max_side)
+            f = side / n  # cv2.resize maps source x to (x - x0 + 0.5) * f - 0.5; f = 1 is a plain shift
+            affines[i] = [[f, 0.0, (0.5 - x0) * f - 0.5], [0.0, f, (0.5 - y0) * f - 0.5]]
+            regions[i], sides[i] = (x0, y0, n), side
+        offsets = np.concatenate([[0], np.cumsum(sides * sides * 3)[:-1]]).astype(np.int64)
+        return regions, sides, offsets, affines
+
     def _build(self, faces: list[Face], image_root: Path, progress: bool) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.meta_path.unlink(missing_ok=True)  # never leave a key pointing at half-written crops
-        side = self.size
         by_image: dict[str, list[int]] = defaultdict(list)
         for i, face in enumerate(faces):
             by_image[face.image].append(i)
-        affines = np.zeros((len(faces), 2, 3))
+        regions, sides, offsets, affines = self._layout(faces)
         image_sizes = np.zeros((len(faces), 2), dtype=np.int64)
+        total = int((sides * sides * 3).sum())
         tmp = self.directory / f"crops.npy.{os.getpid()}.tmp"
-        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(faces), side, side, 3))
+        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(total, 1),))
 
-        def crop_image(name: str) -> tuple[list[int], np.ndarray, tuple[int, int]]:
-            """All cached crops of one source image (runs in a thread: cv2 releases the GIL)."""
+        def crop_image(name: str) -> tuple[str, list[np.ndarray], tuple[int, int]]:
+            """The regions of one source image, copied or shrunk (runs in a thread: cv2 releases the GIL)."""
             indices = by_image[name]
+            patches = []
             image = read_image(image_root / name, faces[indices[0]].source)
-            patches = np.empty((len(indices), side, side, 3), np.uint8)
-            for j, i in enumerate(indices):
-                center, scale = crop_box(faces[i], self.padding)
-                cover = scale[0] * side / self.input_size  # image pixels spanned by the cached crop
-                affines[i] = warp_matrix(center, (cover, cover), 0.0, (side, side))
-                patch = cv2.warpAffine(
-                    image, affines[i], (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-                )
-                patches[j] = patch[..., ::-1]
-            return indices, patches, (image.shape[1], image.shape[0])
+            height, width = image.shape[:2]
+            for i in indices:
+                (x0, y0, n), side = regions[i], int(sides[i])
+                region = np.zeros((n, n, 3), np.uint8)  # zeros where the region leaves the image
+                sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + n, width), min(y0 + n, height)
+                if sx0 < sx1 and sy0 < sy1:
+                    region[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+                if side != n:
+                    region = cv2.resize(region, (side, side), interpolation=cv2.INTER_AREA)
+                patches.append(region[..., ::-1].reshape(-1))  # BGR -> RGB
+            return name, patches, (width, height)
 
         threads = max(1, min(8, os.cpu_count() or 1))
         try:
@@ -209,10 +248,11 @@ class FaceCropCache:
                 tqdm(total=len(faces), desc="caching face crops", unit="face", disable=not progress) as bar,
                 ThreadPoolExecutor(threads) as pool,
             ):
-                for indices, patches, size in pool.map(crop_image, list(by_image)):
-                    crops[indices] = patches
-                    image_sizes[indices] = size
-                    bar.update(len(indices))
+                for name, patches, size in pool.map(crop_image, list(by_image)):
+                    for i, patch in zip(by_image[name], patches, strict=True):
+                        crops[offsets[i] : offsets[i] + len(patch)] = patch
+                    image_sizes[by_image[name]] = size
+                    bar.update(len(by_image[name]))
             crops.flush()
             del crops
             with open(tmp, "rb+") as f:  # the memmap's flush syncs the data; fsync the file itself too
@@ -226,8 +266,10 @@ class FaceCropCache:
             "input_size": self.input_size,
             "padding": self.padding,
             "max_scale": self.max_scale,
-            "size": side,
+            "max_side": self.max_side,
             "faces_digest": self.faces_digest,
+            "offsets": offsets.tolist(),
+            "sides": sides.tolist(),
             "affines": affines.reshape(len(faces), 6).tolist(),
             "image_sizes": image_sizes.tolist(),
         }
