@@ -68,7 +68,7 @@ $(IMAGENET_WEIGHTS): | setup
 synth: data/synthetic/.done
 
 data/synthetic/.done: | setup
-	$(PY) -m hrnet_lib synth --root data/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST) --seed $(SYNTH_SEED)
+	$(PY) -m hrnet_lib synth --root data/synthetic --force --train $(SYNTH_TRAIN) --test $(SYNTH_TEST) --seed $(SYNTH_SEED)
 	$(PY) -m hrnet_lib data check --root data/synthetic
 	touch $@
 

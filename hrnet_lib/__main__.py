@@ -10,7 +10,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "data": ("hrnet_lib.data.cli", "check or download a WFLW dataset root"),
+    "data": ("hrnet_lib.data.cli", "check or download a WFLW root, or fetch the ImageNet weights"),
     "synth": ("hrnet_lib.data.synthetic", "write a synthetic dataset in the official WFLW layout"),
     "train": ("hrnet_lib.train.loop", "train a model with a named preset (also under torchrun)"),
     "evaluate": ("hrnet_lib.evaluate.report", "evaluate a checkpoint on the test set and its six subsets"),

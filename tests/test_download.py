@@ -413,3 +413,54 @@ def test_repo_manifest_names_the_imagenet_weights() -> None:
     entry = download.load_weights_entry(REPO / "data" / "manifest.json")
     assert entry.name == "hrnetv2_w18-00eb2006.pth"
     assert entry.urls and all(url.startswith("https://") and url.endswith(entry.name) for url in entry.urls)
+
+
+def weights_manifest(tmp_path: Path) -> Path:
+    """A manifest whose weights URL cannot be reached: any download attempt fails."""
+    manifest = tmp_path / "m.json"
+    manifest.write_text(
+        json.dumps({"weights": {"name": "w.pth", "urls": [unused_port_url()], "sha256": None, "size": None}})
+    )
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"junk\n", "not a readable PyTorch checkpoint"), ("with_head", "not an ImageNet backbone")],
+)
+def test_existing_weights_file_is_checked_and_left_in_place(
+    tmp_path: Path, capsys, content: bytes | str, message: str
+) -> None:
+    dest = tmp_path / "hrnetv2_w18-00eb2006.pth"
+    data = imagenet_like_weights(with_head=True) if content == "with_head" else content
+    dest.write_bytes(data)
+    argv = ["weights", "--out", str(dest), "--manifest", str(weights_manifest(tmp_path)), "--timeout", "2"]
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert f"error: {dest} is already there but is not usable (left in place" in err and message in err
+    assert "weights are ready" not in out
+    assert dest.read_bytes() == data  # the user's file is neither deleted nor replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hrnetv2_w18-00eb2006.pth", "m.json"]
+
+
+def test_existing_valid_weights_file_is_accepted(tmp_path: Path, capsys) -> None:
+    dest = tmp_path / "hrnetv2_w18-00eb2006.pth"
+    dest.write_bytes(data := imagenet_like_weights())
+    argv = ["weights", "--out", str(dest), "--manifest", str(weights_manifest(tmp_path)), "--timeout", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "imagenet" in out and "classifier" in out  # the load report: it was loaded, not just found
+    assert f"ImageNet weights are ready at {dest}" in out
+    assert dest.read_bytes() == data
+
+
+def test_help_names_weights_and_shows_defaults(capsys) -> None:
+    from hrnet_lib.__main__ import usage
+
+    assert "ImageNet weights" in usage()
+    for argv, default in ((["download", "--help"], "data/WFLW"), (["weights", "--help"], "data/hrnetv2_w18")):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 0
+        help_text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+        assert f"(default: {default}" in help_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -307,3 +308,70 @@ def test_reader_round_trip(dataset: tuple[Path, dict]) -> None:
         assert subsets[attribute].tolist() == expected and len(expected) == stats["subsets"][attribute]
     train_faces = wflw.load_split(root, "train")
     assert len(train_faces) == N_TRAIN and all(face.landmarks.shape == (98, 2) for face in train_faces)
+
+
+# ------------------------------------------------------------------------------- an existing root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def synth_cli(root: Path, *extra: str) -> int:
+    return syn.main(["--root", str(root), "--train", "3", "--test", "6", "--seed", "9", "--quiet", *extra])
+
+
+def test_cli_refuses_an_existing_dataset_and_leaves_it_byte_identical(
+    dataset: tuple[Path, dict], tmp_path: Path, capsys
+) -> None:
+    root = tmp_path / "wflw"
+    shutil.copytree(dataset[0], root)
+    before = snapshot(root)
+    assert synth_cli(root) == 1
+    err = capsys.readouterr().err
+    assert f"error: {root} is not empty" in err and "--force" in err
+    assert snapshot(root) == before
+    with pytest.raises(syn.ExistingDatasetError, match="WFLW_annotations already exists"):
+        syn.synthesize(root, 3, 6, seed=9, progress=False)
+    assert snapshot(root) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")  # any non-empty root, dataset or not
+    assert synth_cli(other) == 1
+    assert snapshot(other) == {"notes.txt": b"mine"}
+
+
+def test_cli_force_replaces_a_synthetic_dataset_without_orphans(
+    dataset: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root = tmp_path / "wflw"
+    shutil.copytree(dataset[0], root)
+    event = next(p for p in (root / "WFLW_images").iterdir())
+    leftover = event / f".{event.name.replace('--', '_')}_synth3_train_000099.jpg.tmp123"
+    leftover.write_bytes(b"left by an interrupted run")
+    (root / ".done").write_text("")  # not the synthesiser's: kept
+    assert synth_cli(root, "--force") == 0
+    on_disk = {
+        str(p.relative_to(root / "WFLW_images")) for p in (root / "WFLW_images").rglob("*") if p.is_file()
+    }
+    faces = wflw.load_split(root, "train") + wflw.load_split(root, "test")
+    assert on_disk == {face.image for face in faces}  # every image is listed: no old image, no leftover
+    assert len(wflw.load_split(root, "test")) == 6 and (root / ".done").exists()
+    assert wflw.check_dataset(root, progress=False)[1] == []
+
+
+def test_cli_force_does_not_delete_a_dataset_it_did_not_write(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "WFLW"
+    photo = root / "WFLW_images" / "0--Parade" / "0_Parade_marchingband_1_116.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"a real photo")
+    annotations = (
+        root / "WFLW_annotations" / "list_98pt_rect_attr_train_test" / "list_98pt_rect_attr_test.txt"
+    )
+    annotations.parent.mkdir(parents=True)
+    annotations.write_text("real annotations\n")
+    before = snapshot(root)
+    assert synth_cli(root, "--force") == 1
+    err = capsys.readouterr().err
+    assert f"{photo} was not written by the synthesiser" in err and "nothing was deleted" in err
+    assert snapshot(root) == before

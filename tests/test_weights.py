@@ -256,7 +256,9 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     torch.save(build_model("hrnetv2_w18_small_v2").state_dict(), whole)
     cut = tmp_path / "cut.pth"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    for path in (page, cut):
+    junk = tmp_path / "junk.pth"
+    junk.write_text("junk\n")  # read as a pickle: an unknown opcode (KeyError inside torch.load)
+    for path in (page, cut, junk):
         with pytest.raises(ValueError, match=f"{path.name}: not a readable PyTorch checkpoint"):
             load_weights(build_model(), path)
 

@@ -411,6 +411,41 @@ def test_check_dataset_collects_every_error(dataset) -> None:
     assert stats["splits"]["train"]["faces"] == 2  # the two broken lines give no face
 
 
+def test_list_lines_of_an_invalid_test_line_say_they_follow_from_it(dataset) -> None:
+    root, _, test = dataset
+    test_path = wflw.annotation_path(root, "test")
+    replace_line(test_path, 1, set_token(N + 4, "7"))  # bad pose flag; 3_d.jpg keeps two valid faces
+    replace_line(test_path, 4, lambda text: text.split(" ", 1)[1])  # 206 fields; 3_e.jpg's only face
+    blur = wflw.subset_path(root, "blur")
+    last_blur = len(blur.read_text().splitlines())  # a face of 4_f.jpg, whose lines are valid
+    replace_line(blur, last_blur, set_token(0, "0.0"))
+
+    _, errors = wflw.check_dataset(root, progress=False)
+    own = [(e.line, e.field) for e in errors if e.path == str(test_path)]
+    assert own == [(1, "pose"), (4, "count"), (5, "blur")]  # line 5: its blur subset line was changed
+    knock_on = [e for e in errors if e.path != str(test_path) and (e.path, e.line) != (str(blur), last_blur)]
+    # each list line of the two broken faces: the test list and the subsets of their flags
+    expected = {
+        (str(wflw.test_list_path(root)), 1, "landmarks"),
+        (str(wflw.test_list_path(root)), 4, "image"),
+    }
+    for name in wflw.ATTRIBUTES:
+        listed = [i for i, spec in enumerate(test) if spec.flags[name]]
+        expected |= {
+            (str(wflw.subset_path(root, name)), listed.index(i) + 1, "image" if i == 3 else "landmarks")
+            for i in (0, 3)
+            if i in listed
+        }
+    assert len(expected) == 6  # test list, pose and makeup lines of faces 0 and 3
+    assert {(e.path, e.line, e.field) for e in knock_on} == expected and len(knock_on) == len(expected)
+    for e in knock_on:
+        assert f"follows from the error at {test_path}:{1 if '3_d' in e.message else 4}" in e.message
+    # an unrelated wrong subset line keeps its own message
+    (unrelated,) = [e for e in errors if (e.path, e.line) == (str(blur), last_blur)]
+    assert "no test face of '4--More/4_f.jpg' has these landmarks" in unrelated.message
+    assert len(errors) == len(own) + len(expected) + 1
+
+
 def test_check_dataset_reports_degenerate_faces(dataset) -> None:
     root, _, _ = dataset
     path = wflw.annotation_path(root, "train")

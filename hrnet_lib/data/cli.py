@@ -77,22 +77,31 @@ def main(argv: list[str] | None = None) -> int:
     check_parser = commands.add_parser("check", help="validate a dataset root and print its statistics")
     check_parser.add_argument("--root", type=Path, required=True, help="directory holding WFLW_annotations/")
     fetch_parser = commands.add_parser("download", help="fetch, verify and extract the WFLW archives")
-    fetch_parser.add_argument("--root", type=Path, default=Path("data/WFLW"), help="dataset root to fill")
+    fetch_parser.add_argument(
+        "--root", type=Path, default=Path("data/WFLW"), help="dataset root to fill (default: %(default)s)"
+    )
     fetch_parser.add_argument(
         "--archive", type=Path, action="append", default=[], help="an archive you already have (repeatable)"
     )
     fetch_parser.add_argument(
         "--manifest", type=Path, default=None, help="archive manifest (default: data/manifest.json)"
     )
-    fetch_parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    fetch_parser.add_argument(
+        "--timeout", type=float, default=30.0, help="network timeout in seconds (default: %(default)s)"
+    )
     weights_parser = commands.add_parser("weights", help="fetch and check the ImageNet HRNetV2-W18 weights")
     weights_parser.add_argument(
-        "--out", type=Path, default=Path("data/hrnetv2_w18-00eb2006.pth"), help="where to put the file"
+        "--out",
+        type=Path,
+        default=Path("data/hrnetv2_w18-00eb2006.pth"),
+        help="where to put the file (default: %(default)s)",
     )
     weights_parser.add_argument(
         "--manifest", type=Path, default=None, help="manifest with a 'weights' entry (default: the repo's)"
     )
-    weights_parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    weights_parser.add_argument(
+        "--timeout", type=float, default=30.0, help="network timeout in seconds (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.root)

@@ -19,6 +19,9 @@ import contextlib
 import math
 import multiprocessing
 import os
+import re
+import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -1088,6 +1091,67 @@ def _render_jpeg(job: tuple[int, str, int, list[int]]) -> tuple[bytes, tuple[int
     return jpeg.tobytes(), image.shape[:2], faces
 
 
+class ExistingDatasetError(FileExistsError):
+    """The root to write already holds files; the message names them and says how to replace them."""
+
+
+def _written_here(relative: Path) -> bool:
+    """Whether `synthesize` writes the file at `relative` (to the dataset root), or its temporary file."""
+    temporary = re.fullmatch(r"\.(.+)\.tmp\d+", relative.name)
+    name = temporary.group(1) if temporary else relative.name
+    parts = relative.parts
+    if parts[0] == IMAGE_DIR:
+        if len(parts) != 3 or parts[1] not in EVENTS:
+            return False
+        prefix = re.escape(parts[1].replace("--", "_"))  # as `image_name` writes it
+        return re.fullmatch(prefix + r"_synth\d+_(train|test)_\d{6}\.jpg", name) is not None
+    annotations = [f"{SPLIT_DIR}/list_98pt_rect_attr_{split}.txt" for split in _SPLIT_CODE]
+    annotations += [f"{SUBSET_DIR}/{TEST_LIST_FILE}", *(f"{SUBSET_DIR}/{f}" for f in SUBSET_FILES.values())]
+    return parts[0] == ANNOTATION_DIR and "/".join((*parts[1:-1], name)) in annotations
+
+
+def _foreign_files(root: Path) -> list[Path]:
+    """Files in root/WFLW_images and root/WFLW_annotations that `synthesize` does not write."""
+    found = []
+    for folder in (root / IMAGE_DIR, root / ANNOTATION_DIR):
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            found.append(folder)
+            continue
+        for parent, _, files in os.walk(folder):
+            found += [Path(parent, f) for f in files if not _written_here(Path(parent, f).relative_to(root))]
+    return sorted(found)
+
+
+def prepare_root(root: str | Path, force: bool = False) -> None:
+    """Make `root` ready for `synthesize`; an absent or empty folder is used as it is.
+
+    Any other root raises ExistingDatasetError unless `force`. With `force`, root/WFLW_images and
+    root/WFLW_annotations are deleted, but only when every file in them is one the synthesiser writes
+    (a real WFLW root is never deleted); other files at the root are kept.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ExistingDatasetError(f"{root}: exists and is not a folder")
+    held = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if not held:
+        return
+    if not force:
+        listed = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise ExistingDatasetError(
+            f"{root} is not empty (it holds {listed}); nothing was written. Pass --force to replace the "
+            "synthetic dataset there, or choose a new --root"
+        )
+    foreign = _foreign_files(root)
+    if foreign:
+        raise ExistingDatasetError(
+            f"{foreign[0]} was not written by the synthesiser ({len(foreign)} such file(s) under {root}), so "
+            "--force does not replace this dataset; nothing was deleted. Choose a new --root"
+        )
+    for folder in (root / IMAGE_DIR, root / ANNOTATION_DIR):
+        if folder.exists():
+            shutil.rmtree(folder)
+
+
 def synthesize(
     root: Path, n_train: int, n_test: int, seed: int = 0, progress: bool = True, workers: int = 1
 ) -> dict:
@@ -1095,11 +1159,17 @@ def synthesize(
 
     Images go to WFLW_images/<event>/<name>.jpg (JPEG quality 90), the 207-field train/test files and
     the 197-field test list and six subset lists to WFLW_annotations/, every file written atomically.
+    A root that already has WFLW_annotations/ raises ExistingDatasetError (see `prepare_root`).
     Every image is a function of (seed, split, index), so `workers` processes write the same bytes as one.
     """
     root = Path(root)
     if n_train < 1 or n_test < 1:
         raise ValueError(f"need at least one train and one test face, got train={n_train} test={n_test}")
+    if (root / ANNOTATION_DIR).exists():
+        raise ExistingDatasetError(
+            f"{root / ANNOTATION_DIR} already exists: synthesize does not write over a dataset "
+            "(prepare_root(root, force=True) first replaces a synthetic one)"
+        )
     start = time.perf_counter()
     plans = {"train": plan_images(seed, "train", n_train), "test": plan_images(seed, "test", n_test)}
     total = sum(len(p) for p in plans.values())
@@ -1154,22 +1224,42 @@ def synthesize(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m hrnet_lib synth --root DIR --train N --test M --seed S`."""
+    """`python -m hrnet_lib synth --root DIR [--force] --train N --test M --seed S`; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m hrnet_lib synth", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--root", type=Path, required=True, help="dataset root to write (official WFLW layout)"
+        "--root", type=Path, required=True, help="dataset root to write (official WFLW layout); new or empty"
     )
-    parser.add_argument("--train", type=int, default=1500, help="number of training faces")
-    parser.add_argument("--test", type=int, default=500, help="number of test faces")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the synthetic dataset at --root (deletes its WFLW_images/ and WFLW_annotations/)",
+    )
+    parser.add_argument(
+        "--train", type=int, default=1500, help="number of training faces (default: %(default)s)"
+    )
+    parser.add_argument("--test", type=int, default=500, help="number of test faces (default: %(default)s)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed (default: %(default)s); the same seed and sizes give the same files",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="rendering processes (same output)"
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="rendering processes, same output (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     if args.train < 1 or args.test < 1:
         parser.error("--train and --test must be at least 1")
-    stats = synthesize(args.root, args.train, args.test, args.seed, not args.quiet, args.workers)
+    try:
+        prepare_root(args.root, args.force)
+        stats = synthesize(args.root, args.train, args.test, args.seed, not args.quiet, args.workers)
+    except ExistingDatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     images = stats["images"]["train"] + stats["images"]["test"]
     faces = f"{args.train} train + {args.test} test faces"
     print(f"wrote {faces} in {images} images to {args.root} ({stats['seconds']} s)")

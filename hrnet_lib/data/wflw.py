@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -319,14 +319,27 @@ def load_split(root: str | Path, split: str, check_images: bool = True) -> list[
     return read_annotations(annotation_path(root, split), image_root)
 
 
+def _invalid_lines(path: Path, errors: list[WFLWFormatError]) -> dict[str, str]:
+    """Image path (a line's last field) -> "FILE:LINE, ..." of the lines of `path` that have errors, so a
+    list line left without a face by an invalid annotation line can say that it follows from it."""
+    bad = {e.line for e in errors if e.line is not None and Path(e.path) == path}
+    lines: dict[str, list[str]] = {}
+    for line, raw in _read_lines(path) if bad else []:
+        if line in bad and raw.split():
+            lines.setdefault(raw.split()[-1].decode("utf-8", "replace"), []).append(f"{path}:{line}")
+    return {image: ", ".join(refs) for image, refs in lines.items()}
+
+
 def _match_list(
-    path: Path, test_faces: list[Face], allow_empty: bool
+    path: Path, test_faces: list[Face], allow_empty: bool, invalid: Mapping[str, str] | None = None
 ) -> tuple[list[int], list[int], list[WFLWFormatError]]:
     """Match each line of a short-form list file to a distinct test face by image path and coordinates.
 
     Returns (indices into test_faces in file order, the line numbers they came from, errors); a file
-    that cannot be read, or is empty unless `allow_empty`, gives a single error with line None.
+    that cannot be read, or is empty unless `allow_empty`, gives a single error with line None. A line
+    that matches no face of an image in `invalid` (see `_invalid_lines`) says it follows from those lines.
     """
+    invalid = invalid or {}
     by_image: dict[str, list[int]] = {}
     for i, face in enumerate(test_faces):
         by_image.setdefault(face.image, []).append(i)
@@ -337,8 +350,11 @@ def _match_list(
     for entry in entries:
         _, line = _face_line(entry)
         candidates = by_image.get(entry.image)
+        cause = invalid.get(entry.image)
         if not candidates:
             message = f"image {entry.image!r} has no face in the test annotation file"
+            if cause:
+                message = f"image {entry.image!r} has no valid test face: follows from the error at {cause}"
             errors.append(WFLWFormatError(path, line, "image", message))
             continue
         close = [
@@ -349,6 +365,11 @@ def _match_list(
         free = [i for i in close if i not in taken]
         if not close:
             message = f"no test face of {entry.image!r} has these landmarks (tolerance {MATCH_TOLERANCE} px)"
+            if cause:
+                message = (
+                    f"no valid test face of {entry.image!r} has these landmarks: follows from the error at "
+                )
+                message += cause
             errors.append(WFLWFormatError(path, line, "landmarks", message))
         elif not free:
             message = f"duplicate: the same test face is already listed on line {taken[close[0]]}"
@@ -361,15 +382,16 @@ def _match_list(
 
 
 def _subsets(
-    root: Path, test_faces: list[Face]
+    root: Path, test_faces: list[Face], invalid: Mapping[str, str] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, int], list[WFLWFormatError]]:
-    """Subset indices per attribute, the number of lines per subset file, and all errors."""
+    """Subset indices per attribute, the number of lines per subset file, and all errors (`invalid`: as in
+    `_match_list`)."""
     subsets: dict[str, np.ndarray] = {}
     line_counts: dict[str, int] = {}
     errors: list[WFLWFormatError] = []
     for name in ATTRIBUTES:
         path = subset_path(root, name)
-        indices, lines, list_errors = _match_list(path, test_faces, allow_empty=True)
+        indices, lines, list_errors = _match_list(path, test_faces, allow_empty=True, invalid=invalid)
         errors += list_errors
         unreadable = any(e.line is None for e in list_errors)
         line_counts[name] = 0 if unreadable else _count_records(path)
@@ -424,10 +446,11 @@ def check_dataset(root: str | Path, progress: bool | None = None) -> tuple[dict,
         faces, split_errors = _parse_file(annotation_path(root, split))
         splits[split] = faces
         errors += split_errors
+    invalid = _invalid_lines(annotation_path(root, "test"), errors)  # before the image errors are added
     errors += checker.check(splits["train"] + splits["test"], progress)
 
     test_faces = splits["test"]
-    test_list, _, list_errors = _match_list(test_list_path(root), test_faces, allow_empty=False)
+    test_list, _, list_errors = _match_list(test_list_path(root), test_faces, False, invalid)
     errors += list_errors
     if not any(e.line is None for e in list_errors):
         listed = set(test_list)
@@ -437,7 +460,7 @@ def check_dataset(root: str | Path, progress: bool | None = None) -> tuple[dict,
                 errors.append(
                     WFLWFormatError(path, line, "image", f"test face missing from {TEST_LIST_FILE}")
                 )
-    _, subset_lines, subset_errors = _subsets(root, test_faces)
+    _, subset_lines, subset_errors = _subsets(root, test_faces, invalid)
     errors += subset_errors
 
     stats = {

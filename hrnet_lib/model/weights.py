@@ -150,7 +150,8 @@ def read_checkpoint(path: str | Path) -> tuple[Any, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    unreadable = (pickle.UnpicklingError, EOFError, RuntimeError)
+    # what torch.load raises for files that are no checkpoint (KeyError: a text file read as a pickle)
+    unreadable = (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), []
     except pickle.UnpicklingError as safe_error:
