@@ -1,7 +1,7 @@
 """`python -m hrnet_lib bench`: throughput of data loading, the model and a training step.
 
 Benchmarks are not tests: this measures and writes `OUT/bench.json` and `OUT/bench.png`, and prints
-a short table. Every number is measured on the machine that runs it; nothing is estimated.
+the JSON. Every number is measured on the machine that runs it; nothing is estimated.
 
 `--cold-start VARIANTS` measures instead where a fresh process spends its first training step and
 first validation pass (each variant in its own process, since a cold start happens once a process),
@@ -210,7 +210,7 @@ def main(argv: list[str]) -> int:
     from hrnet_lib.data.synthetic import synthesize
     from hrnet_lib.model.inference import bench_forward
     from hrnet_lib.train.loop import bench_train
-    from hrnet_lib.train.presets import apply_overrides, get_preset
+    from hrnet_lib.train.presets import ConfigError, apply_overrides, get_preset
 
     parser = argparse.ArgumentParser(prog="python -m hrnet_lib bench", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench"))
@@ -236,6 +236,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--cold-start-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:  # a bad name is an error now, not after minutes of data and model timing
+        cfg = get_preset(args.train_preset)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cold_start_child:
@@ -271,15 +276,18 @@ def main(argv: list[str]) -> int:
     if torch.cuda.is_available():
         results["model"]["cuda"] = bench_forward(device="cuda", batch_sizes=(1, 64), compile=args.compile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = get_preset(args.train_preset)
+    overrides = []
     if device == "cpu":
         # On a small CPU, compiling takes minutes, 8 workers compete with the compute and one step of the
         # 512-image global batch takes many minutes: measure the same model and input with steps of 16.
-        cfg = apply_overrides(cfg, ["compile=false", "workers=1", "global_batch=16", "per_device_batch=8"])
+        overrides = ["compile=false", "workers=1", "global_batch=16", "per_device_batch=8"]
     elif args.compile:
-        cfg = apply_overrides(cfg, ["compile=true"])
-    results["train"] = bench_train(cfg, root, device=device, steps=args.train_steps)
+        overrides = ["compile=true"]
+    results["train"] = bench_train(
+        apply_overrides(cfg, overrides), root, device=device, steps=args.train_steps
+    )
     results["train"]["preset"] = args.train_preset
+    results["train"]["overrides"] = overrides  # what differs from the preset in this measurement
 
     save_json(results, args.out / "bench.json")
     _plot(results, args.out / "bench.png")

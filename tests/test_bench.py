@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hrnet_lib.bench import COLD_START_VARIANTS, cold_start, run_cold_starts
+from hrnet_lib.bench import COLD_START_VARIANTS, cold_start, main, run_cold_starts
 from hrnet_lib.train.presets import get_preset
 
 
@@ -45,3 +45,9 @@ def test_each_variant_runs_in_its_own_process_with_its_environment_and_overrides
 def test_unknown_variant_names_the_valid_ones(tmp_path) -> None:
     with pytest.raises(SystemExit, match="no-benchmark"):
         run_cold_starts("smoke", ["default", "warp-speed"], batch=2, out=tmp_path)
+
+
+def test_unknown_train_preset_is_refused_before_any_timing(tmp_path, capsys) -> None:
+    assert main(["--train-preset", "wflw-9gpu", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown preset 'wflw-9gpu'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # nothing synthesised or measured

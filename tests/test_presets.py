@@ -78,11 +78,32 @@ def test_config_round_trips_through_a_plain_dict() -> None:
         ("epochs", "not of the form key=value"),
         ("bf16=maybe", "expected true or false"),
         ("scale_range=1.0", "expected 2 comma-separated values"),
+        ("epochs=0", r"bad epochs=0: must be at least 1"),
+        ("lr=-1", r"bad lr=-1.0: must be 0 or more"),
+        ("global_batch=0", r"bad global_batch=0"),
+        ("input_size=65", r"bad input_size=65: must be a multiple of 32"),
+        ("heatmap_size=32", r"bad heatmap_size=32: must be input_size / 4"),
+        ("val_fraction=1.5", r"bad val_fraction=1.5"),
+        ("val_fraction=0", r"bad val_fraction=0.0"),
+        ("milestones=55,40", r"bad milestones=\(55, 40\)"),
+        ("scale_range=1.25,0.75", r"bad scale_range"),
+        ("flip_prob=2", r"bad flip_prob=2.0: must be a probability"),
+        ("device=cuda:0", r"bad device='cuda:0': must be auto, cpu or cuda"),
+        ("device=gpu", r"bad device='gpu'"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         apply_overrides(get_preset("smoke"), [override])
+
+
+def test_every_preset_is_a_valid_config() -> None:
+    """The presets pass the same checks as an override (and a run's config read back from its checkpoint)."""
+    for name in PRESETS:
+        cfg = get_preset(name)
+        assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="bad sigma=0"):
+        TrainConfig(sigma=0)
 
 
 def test_unknown_preset_lists_the_valid_names() -> None:

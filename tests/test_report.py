@@ -244,6 +244,37 @@ def test_missing_checkpoint_is_a_clear_error(
     assert f"weights file not found: {missing}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("gpu", "--device 'gpu': use auto, cpu, cuda or cuda:N"), ("mps", "--device 'mps': use auto")]
+    + ([] if torch.cuda.is_available() else [("cuda:1", "--device cuda:1: no CUDA device is available")]),
+)
+def test_bad_device_is_a_clear_error(
+    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, device: str, message: str
+) -> None:
+    argv = ["--checkpoint", str(checkpoint), "--data-root", str(dataset), "--out", str(tmp_path / "r.json")]
+    assert report.main([*argv, "--device", device, "--quiet"]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_unwritable_out_is_refused_before_evaluating(
+    dataset: Path,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A results path under a file, or one that is a folder, is an error before any face is evaluated."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(report, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    for out in (blocker / "r.json", tmp_path):
+        argv = ["--checkpoint", str(checkpoint), "--data-root", str(dataset), "--out", str(out)]
+        assert report.main(argv) == 1
+        assert f"--out {out}: " in capsys.readouterr().err
+
+
 def test_checkpoint_without_trained_head_is_refused(tmp_path: Path) -> None:
     model = build_model("hrnetv2_w18", num_keypoints=98)  # a file without config: the published model
     backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,34 +226,44 @@ def test_two_processes_make_the_same_update_as_one(data: Path, tmp_path: Path) -
     np.testing.assert_allclose(losses["ddp"], losses["one"], rtol=1e-5)
 
 
-def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path) -> None:
-    """Deterministic CPU run killed mid-epoch with SIGKILL, resumed: same weights and optimiser state as an
-    uninterrupted run, tensor for tensor (the killed run also uses a data worker: order does not matter)."""
-    common = ["--preset", "smoke", "--data-root", str(data), "epochs=3", "deterministic=true", "ckpt_every=1"]
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    run_train([*common, "--out", str(full)])
+DETERMINISTIC = ["--preset", "smoke", "epochs=3", "deterministic=true"]
 
-    args = [sys.executable, "-m", "hrnet_lib", "train", *common, "--out", str(killed), "workers=1"]
-    proc = subprocess.Popen(
-        args, cwd=REPO, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            log = killed / "log.jsonl"
-            lines = log.read_text().splitlines() if log.exists() else []
-            if any('"iteration": 7,' in line and '"loss"' in line for line in lines):
-                break  # step 7 of 15 done (epoch 1, step 2 of 5): the checkpoint of step 6 is written
-            time.sleep(0.02)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    partial = load_checkpoint(killed / "last.pt")
-    assert partial["epoch"] == 1 and partial["step_in_epoch"] > 0  # a mid-epoch checkpoint
 
-    run_train([*common, "--out", str(killed), "--resume"])
-    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(killed / "last.pt")
+@pytest.fixture(scope="module")
+def uninterrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deterministic smoke run of 3 epochs (15 steps), start to end in one session."""
+    full = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_train([*DETERMINISTIC, "--data-root", str(data), "--out", str(full)])
+    return full
+
+
+def start_until(
+    args: list[str], log: Path, iteration: int, stderr: Path, new_session: bool = False
+) -> subprocess.Popen:
+    """Start a training process (one data worker, stderr to a file: a pipe nobody reads would fill up and
+    block it) and return once its log holds step `iteration`."""
+    command = [sys.executable, "-m", "hrnet_lib", "train", *args, "workers=1"]
+    with open(stderr, "w") as errors:
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=ONE_THREAD,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=new_session,
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if any(f'"iteration": {iteration},' in line and '"loss"' in line for line in lines):
+            break
+        time.sleep(0.02)
+    return proc
+
+
+def assert_same_run(full: Path, resumed: Path) -> None:
+    """Same weights and optimiser state tensor for tensor, same best checkpoint, same log."""
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(resumed / "last.pt")
     assert a["iteration"] == b["iteration"] == 15
     assert a["model"].keys() == b["model"].keys()
     for name in a["model"]:
@@ -260,12 +271,76 @@ def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path) -> Non
     for key, state in a["optimizer"]["state"].items():
         for field in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(state[field], b["optimizer"]["state"][key][field]), (key, field)
-    best_a, best_b = load_checkpoint(full / "best.pt"), load_checkpoint(killed / "best.pt")
+    best_a, best_b = load_checkpoint(full / "best.pt"), load_checkpoint(resumed / "best.pt")
     assert best_a["val_nme"] == best_b["val_nme"] and best_a["iteration"] == best_b["iteration"]
     # The resumed log has no duplicated steps and the same losses.
-    log_a, log_b = read_log(full), read_log(killed)
+    log_a, log_b = read_log(full), read_log(resumed)
     assert [r["iteration"] for r in log_a] == [r["iteration"] for r in log_b]
     assert [r.get("loss") for r in log_a] == [r.get("loss") for r in log_b]
+
+
+def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path, uninterrupted: Path) -> None:
+    """Deterministic CPU run killed mid-epoch with SIGKILL, resumed: same weights and optimiser state as an
+    uninterrupted run, tensor for tensor (the killed run also uses a data worker: order does not matter)."""
+    killed = tmp_path / "killed"
+    common = [*DETERMINISTIC, "--data-root", str(data), "--out", str(killed), "ckpt_every=1"]
+    # step 7 of 15 done (epoch 1, step 2 of 5): the checkpoint of step 6 is written
+    proc = start_until(common, killed / "log.jsonl", 7, tmp_path / "stderr.txt")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = load_checkpoint(killed / "last.pt")
+    assert partial["epoch"] == 1 and partial["step_in_epoch"] > 0  # a mid-epoch checkpoint
+
+    run_train([*common, "--resume"])
+    assert_same_run(uninterrupted, killed)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_at_the_step_then_resume_is_bit_identical(
+    data: Path, tmp_path: Path, uninterrupted: Path, signum: int
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, data worker included) or a scheduler's SIGTERM: the run
+    stops after its current step with last.pt saved there (no mid-epoch checkpoints otherwise), says how to
+    go on, exits 128 + signal; resumed, it ends as the uninterrupted run."""
+    stopped = tmp_path / "stopped"
+    common = [*DETERMINISTIC, "--data-root", str(data), "--out", str(stopped)]
+    proc = start_until(common, stopped / "log.jsonl", 7, tmp_path / "stderr.txt", new_session=True)
+    os.killpg(proc.pid, signum)
+    proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 128 + signum, stderr
+    assert f"stopped: {signal.Signals(signum).name} after iteration" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    partial = load_checkpoint(stopped / "last.pt")
+    steps = [r["iteration"] for r in read_log(stopped) if "loss" in r]
+    assert partial["iteration"] == steps[-1] >= 7 and partial["iteration"] % 5  # saved at the stop, mid-epoch
+    assert not (stopped / "summary.json").exists()
+
+    run_train([*common, "--resume"])
+    assert_same_run(uninterrupted, stopped)
+
+
+def test_resume_refuses_other_data_and_a_damaged_checkpoint(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exact resume needs the annotations the run started with, and a readable last.pt."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    args = ["--preset", "smoke", "--out", str(run), "max_iters=2"]
+    assert main([*args, "--data-root", str(data)]) == 0
+    shutil.copytree(data, other)
+    train_list = next((other / "WFLW_annotations").rglob("*_train.txt"))
+    lines = train_list.read_text().splitlines(keepends=True)
+    first = lines[0].split(" ")
+    first[0] = f"{float(first[0]) + 0.5:.3f}"  # one coordinate moved by half a pixel
+    train_list.write_text(" ".join(first) + "".join(lines[1:]))
+    capsys.readouterr()
+    assert main([*args, "--data-root", str(other), "--resume"]) == 1
+    assert "differ from those" in capsys.readouterr().err
+    assert main([*args, "--data-root", str(data), "--resume"]) == 0  # the same data resumes
+    (run / "last.pt").write_bytes(b"junk")
+    assert main([*args, "--data-root", str(data), "--resume"]) == 1
+    assert f"--resume: cannot read checkpoint {run / 'last.pt'}" in capsys.readouterr().err
 
 
 def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from collections import defaultdict
@@ -450,6 +451,10 @@ def device_batch(
 
 def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(1)  # one thread per worker: parallelism comes from the workers
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group: the training process decides when to
+    # stop (after saving), and its workers exit with it, not in the middle of its step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_loader(

@@ -28,6 +28,7 @@ import torch
 
 from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
 from hrnet_lib.evaluate.report import load_model, resolve_device
+from hrnet_lib.train.checkpoint import prepare_output
 
 CASCADE = "haarcascade_frontalface_default.xml"
 DETECTOR_SIDE = 0.9  # face-box side / Haar box side (measured 0.87-0.90, see the module doc)
@@ -134,6 +135,7 @@ def predict_photo(
     image_path, out = Path(image_path), Path(out)
     if out.suffix.lower() != ".png":
         raise PredictError(f"--out {out}: name the PNG to write (OUT.png); the JSON goes beside it")
+    prepare_output(out)
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
         raise PredictError(f"{image_path}: cannot read image (missing, or not an image format OpenCV reads)")
@@ -195,7 +197,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output PNG; the JSON goes beside it")
     parser.add_argument("--no-flip", action="store_true", help="no flip test")
     parser.add_argument("--decoder", choices=DECODERS, default="standard")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     try:
         result = predict_photo(

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
 from hrnet_lib.evaluate.metrics import ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
 from hrnet_lib.provenance import git_commit, hardware
+from hrnet_lib.train.checkpoint import prepare_output
 
 #: The column order of the mmpose model-zoo table.
 COLUMNS = ("test", "pose", "illumination", "occlusion", "blur", "makeup", "expression")
@@ -102,10 +103,21 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device for a name: "auto" is cuda when available, else cpu."""
+    """The torch device for a name: "auto" is cuda when available, else cpu; a ValueError saying what is
+    valid for a name torch does not know, another device type, or a GPU this machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available here (use auto or cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def predict_faces(
@@ -364,14 +376,15 @@ def sidecar_paths(out: Path) -> tuple[Path, Path]:
 
 
 def write_results(results: dict[str, Any], arrays: dict[str, np.ndarray], out: str | Path) -> None:
-    """Atomically write the results JSON, the CED figure and the predictions next to it."""
+    """Atomically write the CED figure and the predictions, then the results JSON beside them (last, so a
+    results file, which `make` takes as the sign of a finished evaluation, always has its sidecars)."""
     out = Path(out)
     figure, npz = sidecar_paths(out)
-    _atomic_bytes(out, (json.dumps(results, indent=1, allow_nan=False) + "\n").encode())
     plot_ced(results, figure)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     _atomic_bytes(npz, buffer.getvalue())
+    _atomic_bytes(out, (json.dumps(results, indent=1, allow_nan=False) + "\n").encode())
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -404,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -414,6 +427,7 @@ def main(argv: list[str]) -> int:
     """Entry point of `python -m hrnet_lib evaluate`; returns the exit status (0 ok, 1 a clear error)."""
     args = build_parser().parse_args(argv)
     try:
+        prepare_output(args.out)
         results, arrays = evaluate(
             args.checkpoint,
             args.data_root,

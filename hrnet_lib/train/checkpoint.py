@@ -39,6 +39,23 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def prepare_output(path: str | Path, option: str = "--out") -> None:
+    """Create the folder `path` will be written to and check that it can be, before the long work that ends
+    by writing it: a ValueError naming `option`, the path and the reason otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; name the file to write")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"{option} {path}: cannot create the folder {folder} ({error.strerror or error})"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically `torch.save` a checkpoint dict."""
     atomic_write(path, lambda f: torch.save(state, f))

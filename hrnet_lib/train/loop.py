@@ -34,7 +34,9 @@ import math
 import os
 import random
 import resource
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ from hrnet_lib.provenance import git_commit, hardware
 from hrnet_lib.train.checkpoint import (
     atomic_write,
     load_checkpoint,
+    prepare_output,
     rng_state,
     save_checkpoint,
     save_json,
@@ -76,6 +79,37 @@ RESUMABLE_CHANGES = {
 
 class TrainingError(RuntimeError):
     """A problem that stops training with a clear message (bad data root, NaN loss, ...)."""
+
+
+class Interrupted(TrainingError):
+    """The run stopped on SIGINT or SIGTERM after saving last.pt at a step boundary."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+class StopRequest:
+    """SIGINT or SIGTERM (Ctrl-C, a scheduler's preemption) while the loop runs asks it to stop after the
+    current step and save last.pt there. Repeats change nothing: after Ctrl-C, torchrun also sends its
+    workers SIGTERM, and gives them 30 s before SIGKILL."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._request)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signum
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -433,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         code = 2 if isinstance(error, ConfigError) else 1
+    except KeyboardInterrupt:  # before the loop started (data, cache, model): nothing to save yet
+        print("interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+        code = 130
     if dist.is_initialized():
         # gloo can abort during interpreter shutdown after the work is done: leave the group, flush, exit.
         dist.destroy_process_group()
@@ -460,6 +497,10 @@ def train(
         raise TrainingError(f"data root {data_root} does not exist")
     if pretrained is not None and not Path(pretrained).is_file():
         raise TrainingError(f"--pretrained {pretrained}: no such file")
+    try:  # before the data and cache work, a run folder that cannot be written is an error
+        prepare_output(out / "config.json")
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
     if resume and not last_path.is_file():
         print(f"--resume: no checkpoint at {last_path}, starting a new run", flush=True)
@@ -522,7 +563,16 @@ def train(
     # Resume: weights, optimiser, position in the data, best score, RNG states.
     iteration, epoch, step_in_epoch, best_nme = 0, 0, 0, math.inf
     if resume:
-        state = load_checkpoint(last_path, map_location=rt.device)
+        try:
+            state = load_checkpoint(last_path, map_location=rt.device)
+        except ValueError as error:
+            raise TrainingError(f"--resume: {error}; move it away to start a new run in {out}") from error
+        recorded = _read_json(out / "config.json").get("data_manifest_sha256")
+        if recorded and recorded != data_manifest(data_root):
+            raise TrainingError(
+                f"--resume: the annotations in {data_root} differ from those {out} started with "
+                "(data_manifest_sha256 in config.json); an exact resume needs the same data"
+            )
         changed = {
             k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and cfg.to_dict().get(k) != v
         }
@@ -577,12 +627,12 @@ def train(
             log_path.unlink(missing_ok=True)
             info["sessions"] = [session_info]
         else:
-            config_path = out / "config.json"
-            previous = json.loads(config_path.read_text()) if config_path.is_file() else {}
+            previous = _read_json(out / "config.json")
             info["sessions"] = [*previous.get("sessions", []), session_info]
             kept = [line for line in _read_log(log_path) if line.get("iteration", 0) <= iteration]
             atomic_write(log_path, lambda f: f.write("".join(json.dumps(x) + "\n" for x in kept).encode()))
         save_json(info, out / "config.json")
+        (out / "summary.json").unlink(missing_ok=True)  # written again when this session completes the run
     log_file = open(log_path, "a") if rt.main else None  # noqa: SIM115 (closed in the finally below)
 
     session: list[dict[str, Any]] = []  # this session's records, for the speed lines of summary.json
@@ -675,6 +725,8 @@ def train(
         return iter(train_loader)
 
     batches = epoch_batches(epoch, step_in_epoch)
+    stop = StopRequest()
+    stop.install()
     try:
         while iteration < total_iters:
             while step_in_epoch < iters_per_epoch and iteration < total_iters:
@@ -691,10 +743,13 @@ def train(
                     raise TrainingError(
                         f"out of memory in iteration {iteration}: {advice}{kept_note()}"
                     ) from error
-                if rt.world > 1:
-                    dist.all_reduce(loss)
-                    loss /= rt.world
-                loss_value = loss.item()
+                signalled = torch.tensor(float(stop.signum is not None), device=loss.device)
+                shared = torch.stack([loss.detach().float(), signalled])
+                if rt.world > 1:  # one all-reduce: the mean loss, and whether any process was signalled
+                    dist.all_reduce(shared)
+                    shared[0] /= rt.world
+                loss_value, signals = shared.tolist()
+                stop_now = signals > 0
                 if not math.isfinite(loss_value):
                     raise TrainingError(
                         f"loss is {loss_value} at iteration {iteration} (epoch {epoch}, lr {lr:.3g}): "
@@ -729,6 +784,14 @@ def train(
                     )
                     bar.set_postfix(loss=f"{window['loss'] / window['steps']:.3g}", lr=f"{lr:.2g}")
                     window = {"loss": 0.0, "steps": 0, "wait": 0.0, "start": time.perf_counter()}
+                if stop_now:
+                    checkpoint(last_path, full=True, position=(epoch, step_in_epoch))
+                    signum = stop.signum or signal.SIGTERM  # another process may have been the one signalled
+                    raise Interrupted(
+                        f"{signal.Signals(signum).name} after iteration {iteration} of {total_iters}; "
+                        f"{last_path} holds it: run the same command with --resume to continue",
+                        signum,
+                    )
                 if cfg.ckpt_every and iteration % cfg.ckpt_every == 0 and step_in_epoch < iters_per_epoch:
                     checkpoint(last_path, full=True, position=(epoch, step_in_epoch))
             pause = time.perf_counter()
@@ -745,9 +808,14 @@ def train(
     except TrainingError as error:
         if rt.main:
             bar.close()
-            print(f"error: {error}", file=sys.stderr, flush=True)
-        return 1
+            print(
+                f"{'stopped' if isinstance(error, Interrupted) else 'error'}: {error}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return error.exit_code if isinstance(error, Interrupted) else 1
     finally:
+        stop.restore()
         bar.close()
         if log_file is not None:
             log_file.close()
@@ -789,6 +857,11 @@ def speed_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_memory_mb": max((r["memory_mb"] for r in steps), default=None),
         "validation_s": sum(r["val_s"] for r in records if "val_s" in r),
     }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file as a dict; {} when it is missing."""
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
