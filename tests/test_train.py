@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from hrnet_lib.data.synthetic import synthesize
+from hrnet_lib.data.targets import encode_heatmaps
 from hrnet_lib.data.wflw import load_split
 from hrnet_lib.model.hrnet import build_model
 from hrnet_lib.train import loop
@@ -410,6 +411,27 @@ def test_validation_pads_the_last_batch_and_scores_every_face(data: Path) -> Non
     assert set(sizes) == {4} and len(sizes) == -(-len(val_set) // 4)
     whole = validate(model, DataLoader(val_set, batch_size=len(val_set)), cfg, cpu)
     assert padded == pytest.approx(whole, rel=1e-5)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_training_targets_follow_the_unbiased_switch(data: Path, unbiased: bool) -> None:
+    """unbiased=true trains on DARK's targets (an untruncated Gaussian at the exact sub-pixel point): with
+    a model that predicts zeros, the step's loss is the mean of (target * weight)^2 of those targets."""
+    cfg = dataclasses.replace(get_preset("smoke"), unbiased=unbiased)
+    train_set, _ = build_datasets(cfg, data, data / "unused-cache", True)
+    batch = DataLoader(train_set, batch_size=4)
+    micro = next(iter(batch))
+    model = torch.nn.Conv2d(3, 98, 1, stride=4, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    loss = loop.forward_backward(model, [micro], cfg, torch.device("cpu"))
+    stride = cfg.input_size / cfg.heatmap_size
+    expected, other = [], []
+    for keypoints in micro["keypoints"].numpy().astype(np.float64):
+        for switch, into in ((unbiased, expected), (not unbiased, other)):
+            heatmaps, weights = encode_heatmaps(keypoints / stride, (16, 16), cfg.sigma, unbiased=switch)
+            into.append((heatmaps * weights[:, None, None]) ** 2)
+    assert float(loss) == pytest.approx(np.mean(expected), rel=1e-5)
+    assert float(loss) != pytest.approx(np.mean(other), rel=1e-3)  # the two encodings differ here
 
 
 def test_validation_nme_of_an_oracle_is_computed_by_hand(data: Path) -> None:

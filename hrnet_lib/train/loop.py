@@ -265,6 +265,7 @@ def build_datasets(
         input_size=cfg.input_size,
         heatmap_size=cfg.heatmap_size,
         sigma=cfg.sigma,
+        unbiased=cfg.unbiased,
         seed=cfg.seed,
         device_targets=True,  # uint8 crops + keypoints; `device_batch` normalises and encodes on the device
     )
@@ -309,7 +310,7 @@ def validate(
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg):
             heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)[:count]
-        keypoints = decode_heatmaps(heatmaps)[0].cpu().numpy()
+        keypoints = decode_heatmaps(heatmaps, "dark" if cfg.unbiased else "standard")[0].cpu().numpy()
         pred = to_image_pixels(
             keypoints,
             batch["center"].numpy(),
@@ -401,7 +402,7 @@ def forward_backward(
     channels_last = device.type == "cuda" and cfg.channels_last
     for i, batch in enumerate(micro_batches):
         images, heatmaps, weights = device_batch(
-            batch, device, cfg.input_size, cfg.heatmap_size, cfg.sigma, channels_last=channels_last
+            batch, device, cfg.input_size, cfg.heatmap_size, cfg.sigma, cfg.unbiased, channels_last
         )
         last = i == len(micro_batches) - 1
         accumulate = isinstance(model, DistributedDataParallel) and not last

@@ -35,6 +35,8 @@ class TrainConfig:
     input_size: int = 256
     heatmap_size: int = 64
     sigma: float = 2.0
+    unbiased: bool = False  # DARK targets (mmpose's DARK row, 3.98): validation decodes with DARK; evaluate
+    # such a checkpoint with `--decoder dark`
     val_fraction: float = 0.05  # held-out share of the TRAIN split (whole images), never the test split
     limit: int = 0  # use only the first N training faces (0 = all); for quick runs
     cache: bool = True  # decode each source image once into a face-crop cache
@@ -200,7 +202,8 @@ def _wflw_mmpose() -> TrainConfig:
     BatchNorm normalises over each GPU's 64 images, as in mmpose (no SyncBN). One difference remains by
     design: 5% of the train split (375 faces) is held out to pick best.pt, where mmpose picks on the test
     set, so an epoch is 14 steps of 512 (its last padded) instead of mmpose's 15, 840 in all instead of
-    900, and the 500-step warm-up ends in epoch 36 instead of 34. Not compiled by default,
+    900, and the 500-step warm-up ends in epoch 36 instead of 34. `unbiased=true` (then `evaluate
+    --decoder dark`) is mmpose's DARK variant of this recipe. Not compiled by default,
     for the reason given under `wflw-1gpu`; `compile=true` turns it on.
     """
     return TrainConfig(global_batch=512, per_device_batch=64, workers=8)
