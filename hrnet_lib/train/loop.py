@@ -604,8 +604,7 @@ def train(
 
     # Run folder: config, commit and data checksum of this session (a resumed run may change the keys in
     # RESUMABLE_CHANGES), every session's command and commit; the log keeps only lines up to the resumed step.
-    if rt.main:
-        out.mkdir(parents=True, exist_ok=True)
+    if rt.main:  # `prepare_output` above made the folder
         commit = git_commit()
         session_info = {"command": command, "commit": commit, "from_iteration": iteration}
         info = {
