@@ -20,6 +20,8 @@ DATA_ROOT ?= data/synthetic
 PRESET ?= cpu-default
 endif
 RUN ?= runs/$(PRESET)
+# Preset overrides for the training command, e.g. TRAIN_ARGS="val_fraction=0" (no hold-out: mmpose's 900 steps).
+TRAIN_ARGS ?=
 SYNTH_TRAIN ?= 1500
 SYNTH_TEST ?= 500
 SYNTH_SEED ?= 0
@@ -86,7 +88,7 @@ train: $(RUN)/summary.json
 
 $(RUN)/summary.json: $(DATA_DONE) | setup $(PRETRAINED)
 	$(if $(filter 1,$(NPROC)),$(PY) -m hrnet_lib,$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m hrnet_lib) \
-	  train --preset $(PRESET) --data-root $(DATA_ROOT) --out $(RUN) --resume $(if $(PRETRAINED),--pretrained $(PRETRAINED))
+	  train --preset $(PRESET) --data-root $(DATA_ROOT) --out $(RUN) --resume $(if $(PRETRAINED),--pretrained $(PRETRAINED)) $(TRAIN_ARGS)
 
 evaluate: $(RUN)/results.json
 

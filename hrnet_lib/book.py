@@ -282,7 +282,12 @@ def report_summary(parameters: dict[str, Any]) -> str:
         results = json.load(handle)
     trained = run_provenance(run, parameters["data_kind"], parameters["preset"], parameters["data_root"])
     steps, validations = read_log(run)
-    best = min(validations, key=lambda record: record["val_nme"])
+    best = min(validations, key=lambda record: record["val_nme"], default=None)
+    chosen = (
+        f"best validation NME {100 * best['val_nme']:.2f}% (epoch {best['epoch'] + 1})"
+        if best
+        else "no validation hold-out (val_fraction=0): best.pt holds the final weights"
+    )
     with open(run / "config.json", encoding="utf-8") as handle:
         info = json.load(handle)
     lines = [
@@ -294,8 +299,8 @@ def report_summary(parameters: dict[str, Any]) -> str:
         f"- training: `python -m hrnet_lib train {' '.join(info.get('command') or [])}` with "
         f"{info['world_size']} process(es), {steps[-1]['iteration'] if steps else 0} steps of "
         f"{info['config']['global_batch']} images "
-        f"over {info['config']['epochs']} epochs; best validation NME {100 * best['val_nme']:.2f}% "
-        f"(epoch {best['epoch'] + 1}), median {_median([r['images_per_s'] for r in steps]):.1f} images/s",
+        f"over {info['config']['epochs']} epochs; {chosen}, "
+        f"median {_median([r['images_per_s'] for r in steps]):.1f} images/s",
         f"- evaluation: `{results['provenance'].get('command', 'python -m hrnet_lib evaluate')}`",
         f"- {_verdict(results['table'])}",
         "",

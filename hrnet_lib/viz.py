@@ -308,7 +308,8 @@ def plot_training(
     epoch: np.ndarray,
     val_nme: np.ndarray,
 ) -> Figure:
-    """Learning rate, training loss, throughput (per logged iteration) and validation NME (per epoch)."""
+    """Learning rate, training loss, throughput (per logged iteration) and validation NME (per epoch; a
+    note in its place for a run without validation)."""
     fig = new_figure(10.0, 6.0)
     axes = fig.subplots(2, 2)
     panels = [
@@ -324,6 +325,9 @@ def plot_training(
         if scale == "log" and np.all(np.asarray(y) > 0):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
+    if len(epoch) == 0:
+        note = "no validation\n(val_fraction=0)"
+        axes[1, 0].text(0.5, 0.5, note, ha="center", va="center", transform=axes[1, 0].transAxes)
     return fig
 
 

@@ -94,7 +94,12 @@ rows += [
 viz.show(
     viz.markdown_table(["setting", "this run", "published recipe (wflw-mmpose)"], rows),
     "Resolved training configuration of this run beside the published recipe (mmpose trained on the whole "
-    "WFLW training split and held nothing out; this project holds out a validation part to choose best.pt).",
+    "WFLW training split and held nothing out; "
+    + (
+        "this run holds out a validation part to choose best.pt)."
+        if info["val_faces"]
+        else "nor did this run: val_fraction=0, best.pt holds the final weights)."
+    ),
     provenance,
 )
 
@@ -133,7 +138,7 @@ viz.show(
 from hrnet_lib.train.loop import speed_summary
 
 speed = speed_summary(steps + validations)
-best = min(validations, key=lambda record: record["val_nme"])
+best = min(validations, key=lambda record: record["val_nme"], default=None)
 steady = speed["steady_images_per_s"] or float("nan")
 rows = [
     ["steps logged", len(steps)],
@@ -144,9 +149,14 @@ rows = [
     ["peak memory of rank 0 (MB)", speed["peak_memory_mb"]],
     ["time in validation (s)", speed["validation_s"]],
     ["final training loss", float(series["loss"][-1])],
-    ["best validation NME (%)", 100 * best["val_nme"]],
-    ["epoch of the best validation NME", best["epoch"] + 1],
 ]
+if best is not None:
+    rows += [
+        ["best validation NME (%)", 100 * best["val_nme"]],
+        ["epoch of the best validation NME", best["epoch"] + 1],
+    ]
+else:
+    rows += [["validation", "none (val_fraction=0): best.pt holds the final weights"]]
 viz.show(
     viz.markdown_table(["measure", "value"], rows, digits=4),
     "Throughput and outcome of this run.",

@@ -42,3 +42,8 @@ def test_synthetic_default_is_one_cpu_process_whatever_the_gpus() -> None:
     command = planned_training("DATA=synthetic", "GPUS=8")
     assert "python -m hrnet_lib train --preset cpu-default --data-root data/synthetic" in command
     assert "torchrun" not in command and "--pretrained" not in command
+
+
+def test_train_args_reach_the_training_command() -> None:
+    command = planned_training("DATA=wflw", "GPUS=8", "TRAIN_ARGS=val_fraction=0 epochs=3", "RUN=runs/all")
+    assert "--out runs/all --resume" in command and command.endswith(" val_fraction=0 epochs=3")

@@ -383,6 +383,23 @@ def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -
     assert elapsed == sorted(elapsed) and 0 < elapsed[-1] <= summary["seconds_this_session"]
 
 
+def test_no_hold_out_trains_on_every_face_and_keeps_the_final_weights(data: Path, tmp_path: Path) -> None:
+    """val_fraction=0 (mmpose's data and step count): all 24 faces, ceil(24 / 4) = 6 steps an epoch, no
+    validation, and best.pt holds the weights of the final step."""
+    run = tmp_path / "all"
+    assert main(["--preset", "smoke", "--data-root", str(data), "--out", str(run), "val_fraction=0"]) == 0
+    info = json.loads((run / "config.json").read_text())
+    assert (info["train_faces"], info["val_faces"], info["iters_per_epoch"]) == (24, 0, 6)
+    log = read_log(run)
+    assert not any("val_nme" in r for r in log)
+    assert max(r["iteration"] for r in log) == 12
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert best["iteration"] == last["iteration"] == 12 and best["val_nme"] is None
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_val_nme"] is None and summary["best_iteration"] == 12
+
+
 def test_validation_pads_the_last_batch_and_scores_every_face(data: Path) -> None:
     """Validation feeds the model one batch shape only (GPU cold starts) and still scores each face once."""
     cfg = get_preset("smoke")

@@ -151,6 +151,8 @@ def test_plot_training_panels_carry_the_log_values() -> None:
     assert np.allclose(axes[0].lines[0].get_ydata(), 1e-3 * it)
     assert np.allclose(axes[2].lines[0].get_ydata(), [20.0, 10.0])  # NME shown in percent
     assert axes[0].get_yscale() == "log"
+    empty = viz.plot_training(it, 1e-3 * it, 1.0 / it, 50.0 + it, np.array([]), np.array([])).get_axes()[2]
+    assert "no validation" in empty.texts[0].get_text()  # a run without a hold-out says so
 
 
 def test_plot_landmark_error_colours_follow_the_errors() -> None:

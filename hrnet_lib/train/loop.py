@@ -16,12 +16,15 @@ has the range of fp32, so there is no gradient scaler (fp16 would need one): las
 the optimiser, the position and every process's RNG states.
 
 Validation runs every epoch on a held-out part of the TRAIN split (whole images; never the test split).
-Run folder: best.pt (lowest validation NME), last.pt (full training state; `--resume` continues from it,
-or starts a new run when there is none), config.json, log.jsonl (one JSON record per `log_every` steps
-and per validation, each with `elapsed_s`, the seconds since this session started, so even a run cut
-short gives its timeline), and summary.json once the run is complete (its speed, and where the session's
-time went: setup, first step, validation, checkpoints). Rank 0 alone logs, shows progress and writes
-files.
+With `val_fraction=0` nothing is held out and nothing validated (mmpose's step count: every training face,
+15 steps of 512 an epoch on WFLW), and best.pt is the weights of the latest epoch, so the final weights are
+the ones evaluated: the choice that a protocol without a validation set leaves, short of the test set.
+Run folder: best.pt (lowest validation NME, or the latest epoch without a hold-out), last.pt (full
+training state; `--resume` continues from it, or starts a new run when there is none), config.json,
+log.jsonl (one JSON record per `log_every` steps and per validation, each with `elapsed_s`, the seconds
+since this session started, so even a run cut short gives its timeline), and summary.json once the run is
+complete (its speed, and where the session's time went: setup, first step, validation, checkpoints). Rank
+0 alone logs, shows progress and writes files.
 """
 
 from __future__ import annotations
@@ -216,7 +219,8 @@ def data_manifest(root: Path) -> str:
 
 
 def load_faces(data_root: Path, cfg: TrainConfig) -> tuple[list, list]:
-    """Train and validation faces of the TRAIN split; `TrainingError` naming what is missing or wrong."""
+    """Train and validation faces of the TRAIN split (no validation faces when `cfg.val_fraction` is 0);
+    `TrainingError` naming what is missing or wrong."""
     from hrnet_lib.data.wflw import WFLWFormatError, annotation_path, load_split
 
     path = annotation_path(data_root, "train")
@@ -231,9 +235,14 @@ def load_faces(data_root: Path, cfg: TrainConfig) -> tuple[list, list]:
         raise TrainingError(str(error)) from error
     if cfg.limit:
         faces = faces[: cfg.limit]
+    if cfg.val_fraction == 0:
+        return faces, []
     train, val = split_train_val(faces, cfg.val_fraction, cfg.seed)
     if not val:
-        raise TrainingError(f"val_fraction={cfg.val_fraction} leaves no validation faces out of {len(faces)}")
+        raise TrainingError(
+            f"val_fraction={cfg.val_fraction} leaves no validation faces out of {len(faces)} "
+            "(val_fraction=0 trains on all of them without validation)"
+        )
     return train, val
 
 
@@ -253,6 +262,8 @@ def build_datasets(
     caches: list[Any] = [None, None]
     if cfg.cache:
         for i, faces in enumerate((train_faces, val_faces)):
+            if not faces:
+                continue
             directory = cache_root / f"crops-{cfg.input_size}-{faces_digest(faces)[:16]}"
             if main_process:  # rank 0 builds, the others open what it built
                 FaceCropCache(directory, faces, image_root, cfg.input_size, max_scale=cfg.scale_range[1])
@@ -680,10 +691,13 @@ def train(
         spent["checkpoint_s"] += time.perf_counter() - begin
 
     def end_of_block(position: tuple[int, int]) -> None:
-        """Validate (rank 0), keep best, then save last at `position` (next epoch, next step)."""
+        """Validate (rank 0), keep best, then save last at `position` (next epoch, next step). Without a
+        hold-out, best.pt is the latest weights."""
         nonlocal best_nme
         val_nme = math.nan
-        if rt.main:
+        if rt.main and not val_batches:
+            checkpoint(best_path, full=False, position=position)
+        elif rt.main:
             start = time.perf_counter()
             val_nme = validate(raw_model, val_batches, cfg, rt.device)
             set_train_mode(raw_model, cfg.freeze_bn)
@@ -704,8 +718,9 @@ def train(
         checkpoint(last_path, full=True, position=position, val_nme=val_nme)
 
     if rt.main:
+        held_out = f"{len(val_set)} held out for validation" if len(val_set) else "no validation hold-out"
         print(
-            f"training {cfg.model} on {len(train_set)} faces ({len(val_set)} held out for validation), "
+            f"training {cfg.model} on {len(train_set)} faces ({held_out}), "
             f"{rt.world} process(es) on {rt.device.type}, global batch {cfg.global_batch} = {rt.world} x "
             f"{accum} x {micro}, {iters_per_epoch} steps/epoch, {total_iters} steps",
             flush=True,
@@ -823,7 +838,7 @@ def train(
         summary = {
             "iterations": iteration,
             "epochs_done": epoch,
-            "best_val_nme": best_nme,
+            "best_val_nme": best_nme if math.isfinite(best_nme) else None,
             "best_iteration": load_checkpoint(best_path)["iteration"],
             "seconds_this_session": time.perf_counter() - started,
             "setup_s": setup_s,
@@ -831,7 +846,8 @@ def train(
             "checkpoint_s": spent["checkpoint_s"],
         }
         save_json(summary, out / "summary.json")
-        print(f"done: {iteration} steps, best validation NME {100 * best_nme:.2f}%, {best_path}", flush=True)
+        chosen = f"best validation NME {100 * best_nme:.2f}%" if val_batches else "final weights kept"
+        print(f"done: {iteration} steps, {chosen}, {best_path}", flush=True)
     return 0
 
 
