@@ -115,9 +115,32 @@ def test_out_must_name_the_png(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [
+        ("50 50 40 90", "x1 > x0"),
+        ("50 nan 90 90", "must be finite"),
+        ("320 10 400 90", "lies wholly outside"),  # the photo is 320 wide: x0 = 320 is past its last column
+        ("-90 -90 0 0", "lies wholly outside"),
+        ("10 240 90 300", "(320 x 240 pixels)"),
+    ],
+)
 def test_bad_box_is_a_clear_error(
-    checkpoint: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    checkpoint: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture, box: str, message: str
 ) -> None:
-    argv = [str(photo), "--checkpoint", str(checkpoint), "--box", "50", "50", "40", "90"]
+    argv = [str(photo), "--checkpoint", str(checkpoint), "--box", *box.split()]
     assert predict.main([*argv, "--out", str(tmp_path / "o.png")]) == 1
-    assert "x1 > x0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_box_partly_outside_the_photo_is_predicted(checkpoint: Path, photo: Path, tmp_path: Path) -> None:
+    """A face cut by the border still gets its 98 landmarks, mapped back into image pixels near the box."""
+    argv = [str(photo), "--checkpoint", str(checkpoint), "--box", "280", "-20", "360", "60"]
+    assert predict.main([*argv, "--out", str(tmp_path / "o.png")]) == 0
+    (face,) = json.loads((tmp_path / "o.json").read_text())["faces"]
+    points = np.array(face["landmarks"])
+    assert points.shape == (98, 2) and np.isfinite(points).all()
+    # Within the padded crop, the box's square (side 80) padded 1.25 around its centre (320, 20), give or
+    # take one heatmap pixel (100 / 16): an untrained heatmap with no positive value decodes to -1 (mmpose).
+    assert np.all(np.abs(points - [320, 20]) <= 1.25 * 80 / 2 + 100 / 16 + 1e-6)

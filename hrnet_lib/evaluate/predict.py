@@ -120,6 +120,22 @@ def draw(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> np.ndar
     return canvas
 
 
+def check_box(box: np.ndarray, width: int, height: int, image_path: str | Path) -> None:
+    """`PredictError` for a --box that is not finite, empty, or wholly outside the image (a box in other
+    units or for another photo); a box partly outside is fine (the crop pads with black, as in training)."""
+    x0, y0, x1, y1 = box
+    shown = " ".join(f"{v:g}" for v in box)
+    if not np.isfinite(box).all():
+        raise PredictError(f"--box {shown}: coordinates must be finite numbers")
+    if not (x1 > x0 and y1 > y0):
+        raise PredictError(f"--box {shown}: face box must have x1 > x0 and y1 > y0")
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise PredictError(
+            f"--box {shown} lies wholly outside {image_path} ({width} x {height} pixels); "
+            "the box is x0 y0 x1 y1 in that image's pixels"
+        )
+
+
 def predict_photo(
     image_path: str | Path,
     checkpoint: str | Path,
@@ -141,6 +157,7 @@ def predict_photo(
         raise PredictError(f"{image_path}: cannot read image (missing, or not an image format OpenCV reads)")
     if box is not None:
         boxes = np.asarray(box, dtype=np.float64).reshape(1, 4)
+        check_box(boxes[0], image.shape[1], image.shape[0], image_path)
         detections = None
     else:
         detections = detect_faces(image)
