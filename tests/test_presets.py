@@ -32,6 +32,18 @@ def test_one_gpu_preset_keeps_the_recipe_and_global_batch() -> None:
     assert batch_sizes(one, world=1) == (512, 512, 1) and one.val_batch == 512
     assert batch_sizes(eight, world=8) == (64, 64, 1)
     assert batch_sizes(eight, world=1) == (512, 64, 8)  # mmpose's BN batch of 64 on one GPU
+    assert batch_sizes(eight, world=4) == (128, 64, 2)
+
+
+def test_a_world_size_that_does_not_divide_the_global_batch_says_what_would() -> None:
+    with pytest.raises(
+        ConfigError, match=r"size 3: .* \(1, 2, 4, 8, 16, \.\.\.\), or override global_batch=510"
+    ):
+        batch_sizes(get_preset("wflw-mmpose"), world=3)
+    with pytest.raises(
+        ConfigError, match=r"per_device_batch=64 must divide the per-process share 32 .*per_device_batch=none"
+    ):
+        batch_sizes(get_preset("wflw-mmpose"), world=16)
 
 
 def test_presets_are_fresh_copies() -> None:

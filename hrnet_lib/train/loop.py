@@ -394,13 +394,19 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
 def batch_sizes(cfg: TrainConfig, world: int) -> tuple[int, int, int]:
     """(per-process images per step, micro-batch size, accumulation steps) for the global batch."""
     if cfg.global_batch % world:
-        raise ConfigError(f"global_batch={cfg.global_batch} is not divisible by the world size {world}")
+        divisors = ", ".join(str(n) for n in range(1, 17) if cfg.global_batch % n == 0)
+        nearest = cfg.global_batch // world * world
+        raise ConfigError(
+            f"global_batch={cfg.global_batch} is not divisible by the world size {world}: run on a number "
+            f"of processes that divides it ({divisors}, ...), or override global_batch={nearest} "
+            "(a different recipe: the learning rate is not rescaled)"
+        )
     per_process = cfg.global_batch // world
     micro = cfg.per_device_batch or per_process
     if micro > per_process or per_process % micro:
         raise ConfigError(
             f"per_device_batch={micro} must divide the per-process share {per_process} "
-            f"(global_batch={cfg.global_batch} over {world} processes)"
+            f"(global_batch={cfg.global_batch} over {world} processes); per_device_batch=none takes it whole"
         )
     return per_process, micro, per_process // micro
 
