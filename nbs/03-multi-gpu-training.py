@@ -68,6 +68,8 @@ keys = [
     "input_size",
     "heatmap_size",
     "sigma",
+    "unbiased",
+    "loss",
     "global_batch",
     "epochs",
     "lr",

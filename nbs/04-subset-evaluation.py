@@ -75,7 +75,7 @@ model, baseline = results["table"]["model"], results["table"]["baseline"]
 published = [report.PUBLISHED[column] for column in report.COLUMNS]
 ours = nme_row("this run", model)
 rows = [["published HRNetV2-W18 (mmpose)", *published], ours]
-if book.comparable(data_kind, preset):
+if book.comparable(data_kind, preset, run):
     pairs = zip(ours[1:], published, strict=True)
     rows.append(["this run - published", *(None if v is None else v - p for v, p in pairs)])
 rows.append(nme_row("mean-shape baseline", baseline))
@@ -171,10 +171,11 @@ viz.show(
 #
 # The same checkpoint evaluated without the flip test, and with distribution-aware (DARK) decoding
 # instead of the quarter-pixel step, beside mmpose's published rows for both decoders (its DARK model
-# was also trained with DARK's unbiased targets). The flip test follows mmpose: the mirrored heatmaps
-# are shifted one heatmap pixel, which leaves the two passes a quarter of a heatmap pixel apart (the
-# mirror of the heatmap grid is off by 0.75 pixel). That offset is a fixed share of a heatmap, so it
-# weighs 64 / 24 = 2.7 times more on a CPU preset's 24x24 heatmaps than on the published 64x64 ones.
+# was also trained with DARK's unbiased targets: `unbiased=true` here) and for its Adaptive Wing variant
+# (`loss=awing` here). The flip test follows mmpose: the mirrored heatmaps are shifted one heatmap
+# pixel, which leaves the two passes a quarter of a heatmap pixel apart (the mirror of the heatmap grid
+# is off by 0.75 pixel). That offset is a fixed share of a heatmap, so it weighs 64 / 24 = 2.7 times
+# more on a CPU preset's 24x24 heatmaps than on the published 64x64 ones.
 
 # %%
 variants = {
@@ -187,6 +188,7 @@ variants = {
 ablation = [
     ["published (mmpose): flip test, standard decoder", *published],
     ["published (mmpose): flip test, DARK decoder", *(report.PUBLISHED_DARK[c] for c in report.COLUMNS)],
+    ["published (mmpose): Adaptive Wing loss", *(report.PUBLISHED_AWING[c] for c in report.COLUMNS)],
 ]
 for name, variant in variants.items():
     row = nme_row(name, variant["table"]["model"])

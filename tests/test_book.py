@@ -201,6 +201,25 @@ def test_read_log_splits_records_and_names_a_bad_line(tmp_path: Path) -> None:
         book.read_log(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("config", "variants"),
+    [
+        ({"loss": "mse", "unbiased": False}, []),
+        ({}, []),  # a run from before these switches trained the recipe itself
+        ({"loss": "awing", "unbiased": False}, ["loss=awing"]),
+        ({"loss": "awing", "unbiased": True}, ["loss=awing", "unbiased=true"]),
+    ],
+)
+def test_only_the_published_recipe_on_wflw_is_set_against_its_row(
+    tmp_path: Path, config: dict, variants: list[str]
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"config": config}))
+    assert book.recipe_variants(tmp_path) == variants
+    assert book.comparable("wflw", "wflw-mmpose", tmp_path) == (not variants)
+    assert not book.comparable("synthetic", "wflw-mmpose", tmp_path)
+    assert not book.comparable("wflw", "cpu-default")
+
+
 def test_smoke_parameters_use_the_private_work_folder(tmp_path: Path) -> None:
     parameters = book.notebook_parameters("smoke", "runs/x", "data/WFLW", "wflw", 2, tmp_path)
     assert parameters["data_root"] == str(tmp_path / "data") and parameters["run_dir"] == str(

@@ -103,6 +103,7 @@ def test_config_round_trips_through_a_plain_dict() -> None:
         ("flip_prob=2", r"bad flip_prob=2.0: must be a probability"),
         ("device=cuda:0", r"bad device='cuda:0': must be auto, cpu or cuda"),
         ("device=gpu", r"bad device='gpu'"),
+        ("loss=l1", r"bad loss='l1': must be mse or awing"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override: str, message: str) -> None:

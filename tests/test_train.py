@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ from hrnet_lib.train import loop
 from hrnet_lib.train.checkpoint import load_checkpoint
 from hrnet_lib.train.loop import (
     EpochSampler,
+    adaptive_wing,
     build_datasets,
     heatmap_loss,
     lr_at,
@@ -127,6 +129,51 @@ def test_loss_is_mmpose_joints_mse_with_target_weights() -> None:
         heatmap_loss(torch.zeros(1, 2, 3, 3), torch.ones(1, 2, 3, 3), torch.tensor([[1.0, 0.0]])).item()
         == 0.5
     )
+
+
+def awing_by_hand(error: float, gt: float) -> float:
+    """Adaptive Wing loss of a pixel by the paper's formula (omega 14, theta 0.5, epsilon 1, alpha 2.1)."""
+    power = 2.1 - gt
+    if error < 0.5:
+        return 14 * math.log(1 + error**power)
+    slope = 14 / (1 + 0.5**power) * power * 0.5 ** (power - 1)
+    return slope * error - (0.5 * slope - 14 * math.log(1 + 0.5**power))
+
+
+def test_adaptive_wing_loss_by_hand_and_continuous_at_theta() -> None:
+    gt = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.3, 0.9])
+    pred = torch.tensor([0.2, -0.9, 0.2, 0.95, 1.5, 0.9])
+    expected = [awing_by_hand(abs(g - p), g) for g, p in zip(gt.tolist(), pred.tolist(), strict=True)]
+    assert adaptive_wing(pred, gt).tolist() == pytest.approx(expected, rel=1e-5)
+    assert awing_by_hand(0.2, 0.0) == pytest.approx(14 * math.log(1 + 0.2**2.1))  # the paper's small branch
+    # The two branches meet at |error| = theta with the same value and the same slope, for any target.
+    for g in (0.0, 0.5, 1.0):
+        target = torch.full((3,), g, dtype=torch.float64)
+        errors = torch.tensor([0.5 - 1e-6, 0.5, 0.5 + 1e-6], dtype=torch.float64, requires_grad=True)
+        values = adaptive_wing(target - errors, target)
+        (slopes,) = torch.autograd.grad(values.sum(), errors)
+        assert values[0].item() == pytest.approx(values[2].item(), abs=1e-4)
+        assert slopes[0].item() == pytest.approx(slopes[2].item(), rel=1e-4)
+    # Near a peak a small error keeps a steep gradient, where MSE's vanishes.
+    error = torch.tensor([0.01], requires_grad=True)
+    (near_peak,) = torch.autograd.grad(adaptive_wing(1 - error, torch.ones(1)).sum(), error)
+    assert near_peak.item() > 10 * 2 * 0.01
+
+
+def test_adaptive_wing_training_loss_weights_keypoints_as_mmpose() -> None:
+    """mmpose applies the target weights to both heatmaps, then averages over every pixel."""
+    gen = torch.Generator().manual_seed(1)
+    pred, gt = torch.rand(2, 3, 4, 4, generator=gen), torch.rand(2, 3, 4, 4, generator=gen)
+    weight = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    w = weight[:, :, None, None]
+    by_hand = np.mean(
+        [
+            awing_by_hand(abs(g - p), g)
+            for g, p in zip((gt * w).flatten().tolist(), (pred * w).flatten().tolist(), strict=True)
+        ]
+    )
+    assert heatmap_loss(pred, gt, weight, "awing").item() == pytest.approx(by_hand, rel=1e-5)
+    assert heatmap_loss(pred, gt, weight, "awing") > heatmap_loss(pred, gt, weight, "mse")
 
 
 def test_validation_split_is_deterministic_and_keeps_images_whole(data: Path) -> None:
@@ -449,6 +496,22 @@ def test_training_targets_follow_the_unbiased_switch(data: Path, unbiased: bool)
             into.append((heatmaps * weights[:, None, None]) ** 2)
     assert float(loss) == pytest.approx(np.mean(expected), rel=1e-5)
     assert float(loss) != pytest.approx(np.mean(other), rel=1e-3)  # the two encodings differ here
+
+
+def test_training_loss_follows_the_loss_switch(data: Path) -> None:
+    """loss=awing trains on the Adaptive Wing loss: with a model that predicts zeros, the step's loss is the
+    mean of the per-pixel loss by hand, with error = target * weight."""
+    cfg = dataclasses.replace(get_preset("smoke"), loss="awing")
+    train_set, _ = build_datasets(cfg, data, data / "unused-cache", True)
+    micro = next(iter(DataLoader(train_set, batch_size=2)))
+    model = torch.nn.Conv2d(3, 98, 1, stride=4, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    loss = loop.forward_backward(model, [micro], cfg, torch.device("cpu"))
+    pixels = []
+    for keypoints in micro["keypoints"].numpy().astype(np.float64):
+        heatmaps, weights = encode_heatmaps(keypoints / 4, (16, 16), cfg.sigma)
+        pixels += [awing_by_hand(v, v) for v in (heatmaps * weights[:, None, None]).flatten().tolist()]
+    assert float(loss) == pytest.approx(np.mean(pixels), rel=1e-5)
 
 
 def test_validation_nme_of_an_oracle_is_computed_by_hand(data: Path) -> None:

@@ -61,6 +61,16 @@ PUBLISHED_DARK = {
     "makeup": 3.89,
     "expression": 4.29,
 }
+#: Published NME (%) of the recipe trained with the Adaptive Wing loss (mmpose model zoo, standard decoder).
+PUBLISHED_AWING = {
+    "test": 4.02,
+    "pose": 6.94,
+    "illumination": 3.97,
+    "occlusion": 4.78,
+    "blur": 4.59,
+    "makeup": 3.87,
+    "expression": 4.28,
+}
 #: Model settings of the published checkpoint, used for any checkpoint that does not carry its own config.
 PUBLISHED_CONFIG: dict[str, Any] = {
     "model": "hrnetv2_w18",

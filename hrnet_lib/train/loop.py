@@ -133,14 +133,41 @@ def lr_at(iteration: int, iters_per_epoch: int, cfg: TrainConfig) -> float:
     return lr
 
 
-def heatmap_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-    """mmpose's JointsMSELoss with target weights: mean over all heatmap pixels of ((pred - gt) * w)^2.
+def heatmap_loss(pred: Tensor, target: Tensor, weight: Tensor, kind: str = "mse") -> Tensor:
+    """The training loss of `kind`, mean over all heatmap pixels, with per-keypoint target weights w.
 
-    (mmpose averages the per-keypoint MSE of pred*w against gt*w over keypoints, which is this mean;
-    the 0.5 factor of the original HRNet code is not in mmpose.)
+    "mse": mmpose's JointsMSELoss, the mean of ((pred - gt) * w)^2 (mmpose averages the per-keypoint MSE of
+    pred*w against gt*w over keypoints, which is this mean; the 0.5 factor of the original HRNet code is
+    not in mmpose). "awing": mmpose's AdaptiveWingLoss with its defaults, `adaptive_wing(pred*w, gt*w)`
+    (its published WFLW row: 4.02).
     """
     w = weight[:, :, None, None]
+    if kind == "awing":
+        return adaptive_wing(pred.float() * w, target * w).mean()
     return ((pred.float() - target) * w).pow(2).mean()
+
+
+def adaptive_wing(
+    pred: Tensor,
+    target: Tensor,
+    alpha: float = 2.1,
+    omega: float = 14.0,
+    epsilon: float = 1.0,
+    theta: float = 0.5,
+) -> Tensor:
+    """Adaptive Wing loss of each heatmap pixel (Wang et al., ICCV 2019), with mmpose's default constants.
+
+    For the error d = |gt - pred| and the exponent p = alpha - gt: omega * ln(1 + (d / epsilon)^p) below
+    theta, and the tangent line A * d - C of that curve at d = theta above it, so the loss and its slope are
+    continuous. Near a peak (gt about 1, p about 1.1) small errors still have a steep gradient, where MSE's
+    vanishes; in the background (gt = 0, p = 2.1) it behaves like MSE.
+    """
+    delta = (target - pred).abs()
+    power = alpha - target
+    ratio = theta / epsilon
+    slope = omega / (1 + ratio**power) * power * ratio ** (power - 1) / epsilon
+    offset = theta * slope - omega * torch.log1p(ratio**power)
+    return torch.where(delta < theta, omega * torch.log1p((delta / epsilon) ** power), slope * delta - offset)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -426,7 +453,7 @@ def forward_backward(
         with model.no_sync() if accumulate else contextlib.nullcontext():
             with autocast(device, cfg):
                 pred = model(images)
-            loss = heatmap_loss(pred, heatmaps, weights) / len(micro_batches)
+            loss = heatmap_loss(pred, heatmaps, weights, cfg.loss) / len(micro_batches)
             loss.backward()
         total += loss.detach()
     return total

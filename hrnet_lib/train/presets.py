@@ -59,6 +59,9 @@ class TrainConfig:
     warmup_ratio: float = 0.001
     milestones: tuple[int, ...] = (40, 55)
     gamma: float = 0.1
+    loss: str = (
+        "mse"  # "mse" (the recipe) or "awing" (Adaptive Wing: mmpose's row 4.02, same recipe otherwise)
+    )
     freeze_bn: bool = False  # BN layers in eval mode (running statistics) while training
     # hardware
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
@@ -101,6 +104,7 @@ class TrainConfig:
             ),
             ("heatmap_size", self.heatmap_size * 4 == self.input_size, "input_size / 4 (the head's stride)"),
             ("sigma", self.sigma > 0, "positive"),
+            ("loss", self.loss in ("mse", "awing"), "mse or awing (Adaptive Wing)"),
             ("limit", self.limit >= 0, "0 (all faces) or more"),
             ("workers", self.workers >= 0, "0 or more"),
             ("flip_prob", 0 <= self.flip_prob <= 1, "a probability"),
@@ -206,9 +210,9 @@ def _wflw_mmpose() -> TrainConfig:
     900, and the 500-step warm-up ends in epoch 36 instead of 34. `val_fraction=0` removes that
     difference: all 7,500 faces, 15 steps an epoch, 900 in all, no validation, and best.pt is the final
     weights (mmpose's own number is its best epoch on the test set, which no clean protocol can copy).
-    `unbiased=true` (then `evaluate
-    --decoder dark`) is mmpose's DARK variant of this recipe. Not compiled by default,
-    for the reason given under `wflw-1gpu`; `compile=true` turns it on.
+    `unbiased=true` (then `evaluate --decoder dark`) is mmpose's DARK variant of this recipe (3.98), and
+    `loss=awing` its Adaptive Wing variant (4.02). Not compiled by default, for the reason given under
+    `wflw-1gpu`; `compile=true` turns it on.
     """
     return TrainConfig(global_batch=512, per_device_batch=64, workers=8)
 
