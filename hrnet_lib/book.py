@@ -285,7 +285,7 @@ def ensure_results(
 def report_summary(parameters: dict[str, Any]) -> str:
     """Markdown summary of the run behind the book, made only from its records (nothing typed in)."""
     from hrnet_lib import viz
-    from hrnet_lib.evaluate.report import COLUMNS, PUBLISHED
+    from hrnet_lib.evaluate.report import COLUMNS, PUBLISHED, paired_difference
 
     run = repo_path(parameters["run_dir"])
     results_path = run / "results.json"
@@ -329,6 +329,7 @@ def report_summary(parameters: dict[str, Any]) -> str:
         differences = (None if v is None else v - PUBLISHED[c] for v, c in zip(ours, COLUMNS, strict=True))
         rows.append(["this run - published", *differences])
     rows.append(["mean-shape baseline", *(results["table"]["baseline"][c]["nme"] for c in COLUMNS)])
+    paired = ""
     for name, label in (
         ("results-noflip", "this run, no flip test"),
         ("results-dark", "this run, DARK decoder"),
@@ -337,8 +338,21 @@ def report_summary(parameters: dict[str, Any]) -> str:
         path = run / f"{name}.json"
         if path.is_file():
             with open(path, encoding="utf-8") as handle:
-                table = json.load(handle)["table"]["model"]
-            rows.append([label, *(table[c]["nme"] for c in COLUMNS)])
+                other = json.load(handle)
+            rows.append([label, *(other["table"]["model"][c]["nme"] for c in COLUMNS)])
+            if name == "published":
+                test = paired_difference(results, other)["test"]
+                paired = (
+                    f" On the same {test['faces']} test faces this run minus the released checkpoint is "
+                    f"{test['difference']:+.3f} NME points (95% paired bootstrap interval over faces "
+                    f"{test['ci95'][0]:+.3f} to {test['ci95'][1]:+.3f})."
+                )
+    low, high = results["table"]["model"]["test"].get("nme_ci95") or (None, None)
+    if low is not None:
+        paired = (
+            f" This run's test NME has a 95% bootstrap interval over faces of {low:.2f} to {high:.2f}."
+            + paired
+        )
     lines += [
         viz.markdown_table(["NME (%)", *COLUMNS], rows),
         "",
@@ -349,7 +363,8 @@ def report_summary(parameters: dict[str, Any]) -> str:
                 if same_recipe
                 else f": not comparable ({differing}); "
                 "the mean-shape baseline is the floor that shows what was learnt."
-            ),
+            )
+            + paired,
             trained,
             results,
         ),

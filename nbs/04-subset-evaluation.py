@@ -88,12 +88,23 @@ viz.show(
     results,
 )
 scores = [
-    [column, model[column]["faces"], model[column]["nme"], model[column]["fr"], model[column]["auc"]]
+    [
+        column,
+        model[column]["faces"],
+        model[column]["nme"],
+        report.ci_text(model[column], 3),
+        model[column]["fr"],
+        model[column]["auc"],
+    ]
     for column in report.COLUMNS
 ]
 viz.show(
-    viz.markdown_table(["subset", "faces", "NME (%)", "FR@10% (%)", "AUC@10%"], scores, digits=3),
-    "NME, failure rate and AUC of the CED at 10% per subset (empty subsets show '-').",
+    viz.markdown_table(
+        ["subset", "faces", "NME (%)", "NME 95% interval", "FR@10% (%)", "AUC@10%"], scores, digits=3
+    ),
+    "NME, failure rate and AUC of the CED at 10% per subset (empty subsets show '-'). The interval is a "
+    "bootstrap over the subset's faces: how far the mean would move with other faces like these, not with "
+    "another training run; a subset of 200-300 faces is far less certain than the full test set.",
     trained,
     results,
 )
@@ -225,14 +236,20 @@ if checkpoint.is_file() and data_kind == "wflw":
     if mmpose_json.is_dir():
         extra += ["--annotations", str(mmpose_json)]
     official = book.ensure_results(run, root, "published", extra)
+    paired = report.paired_difference(results, official)
     rows = [
         ["published HRNetV2-W18 (mmpose)", *published],
         nme_row("published checkpoint, evaluated here", official["table"]["model"]),
+        ours,
+        ["this run - published checkpoint", *(paired[c]["difference"] for c in report.COLUMNS)],
     ]
+    low, high = paired["test"]["ci95"]
     viz.show(
         viz.markdown_table(["NME (%)", *report.COLUMNS], rows),
-        f"The released checkpoint evaluated by hrnet_lib beside the published row; crops: "
-        f"{official['provenance']['annotations']}.",
+        f"The released checkpoint evaluated by hrnet_lib beside the published row and this run; crops: "
+        f"{official['provenance']['annotations']}. On the same {paired['test']['faces']} test faces, this run "
+        f"minus the released checkpoint is {paired['test']['difference']:+.3f} NME points (95% paired "
+        f"bootstrap interval over faces {low:+.3f} to {high:+.3f}).",
         trained,
         official,
         {"preset": "none (mmpose's released weights, not trained here)"},

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hrnet_lib.evaluate.metrics import (
+    bootstrap_ci,
     ced,
     fr_auc,
     mean_shape,
@@ -129,3 +130,31 @@ def test_mean_shape_is_the_mean_in_crop_coordinates() -> None:
     shape = mean_shape(np.stack([a, b]), np.array([[100.0, 100.0], [0.0, 0.0]]), np.array([100.0, 50.0]))
     np.testing.assert_allclose(shape[0], [0.05, 0.15])
     np.testing.assert_allclose(shape[1], [(-1.0 + 0.0) / 2, (-1.0 + 0.0) / 2])
+
+
+def test_bootstrap_interval_of_a_mean_matches_normal_theory() -> None:
+    """For 2,500 normal errors of spread 1 the 95% interval of the mean is about +-1.96 / 50 around it."""
+    values = np.random.default_rng(3).normal(4.0, 1.0, size=2500)
+    low, high = bootstrap_ci(values)
+    assert low < values.mean() < high
+    assert high - low == pytest.approx(2 * 1.96 * values.std() / 50, rel=0.1)
+    assert bootstrap_ci(values) == (low, high)  # seeded: the same report twice
+    narrow = bootstrap_ci(values, confidence=0.5)
+    assert low < narrow[0] < narrow[1] < high
+    assert bootstrap_ci(np.full(7, 0.03)) == pytest.approx((0.03, 0.03))  # no spread, no interval
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_ci(np.array([]))
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci(values, confidence=95)
+
+
+def test_paired_interval_is_tighter_than_either_model_s() -> None:
+    """Two models that err alike face by face: the interval of their per-face differences is narrow and
+    excludes 0 where each model's own interval overlaps the other's."""
+    rng = np.random.default_rng(4)
+    hard = rng.gamma(2.0, 0.02, size=2500)  # how hard each face is, shared by both models
+    a, b = hard + 0.0005 + rng.normal(0, 0.001, 2500), hard + rng.normal(0, 0.001, 2500)
+    (a_low, a_high), (b_low, b_high) = bootstrap_ci(a), bootstrap_ci(b)
+    assert a_low < b_high and b_low < a_high
+    low, high = bootstrap_ci(a - b)
+    assert 0 < low < 0.0005 < high

@@ -122,6 +122,15 @@ def test_evaluate_command_writes_results_matching_subset_files(
     assert [entry["index"] for entry in results["per_face"]] == list(range(8))
     pose = np.array(results["subsets"]["pose"])
     assert results["table"]["model"]["pose"]["nme"] == pytest.approx(100 * per_face[pose].mean())
+    low, high = results["table"]["model"]["test"]["nme_ci95"]  # over these 8 faces, in percent
+    assert (
+        100 * per_face.min()
+        <= low
+        <= results["table"]["model"]["test"]["nme"]
+        <= high
+        <= 100 * per_face.max()
+    )
+    assert results["table"]["model"]["makeup"]["nme_ci95"] == [None, None]
     assert len(results["per_landmark_nme"]) == 98
     assert len(results["ced"]["thresholds"]) == len(results["ced"]["test"]) == 1001
 
@@ -306,10 +315,34 @@ def test_format_table_rows_and_columns() -> None:
     lines = text.splitlines()
     assert lines[0] == "| WFLW-format test set | " + " | ".join(report.COLUMNS) + " |"
     assert lines[2] == "| best.pt: NME (%) | 1.00 | 2.00 | 3.00 | 4.00 | 5.00 | 6.00 | 7.00 |"
-    assert lines[3] == "| FR@10% (%) | 0.00 | 0.50 | 1.00 | 1.50 | 2.00 | 2.50 | 3.00 |"
-    assert lines[4] == "| AUC@10% | 0.5000 | 0.5100 | 0.5200 | 0.5300 | 0.5400 | 0.5500 | 0.5600 |"
-    assert lines[5] == "| mean-shape baseline: NME (%) | 1.00 | 2.00 | 3.00 | 4.00 | 5.00 | - | 7.00 |"
+    assert lines[3] == "| 95% interval over faces | - | - | - | - | - | - | - |"  # none recorded here
+    assert lines[4] == "| FR@10% (%) | 0.00 | 0.50 | 1.00 | 1.50 | 2.00 | 2.50 | 3.00 |"
+    assert lines[5] == "| AUC@10% | 0.5000 | 0.5100 | 0.5200 | 0.5300 | 0.5400 | 0.5500 | 0.5600 |"
+    assert lines[6] == "| mean-shape baseline: NME (%) | 1.00 | 2.00 | 3.00 | 4.00 | 5.00 | - | 7.00 |"
     assert lines[-1] == "| faces | 10 | 11 | 12 | 13 | 14 | 15 | 16 |"
+
+
+def test_paired_difference_of_two_results_on_the_same_faces() -> None:
+    """Differences face by face, averaged per column, with an interval around them; other faces refused."""
+
+    def results(errors: list[float]) -> dict:
+        faces = [{"index": i, "image": f"img{i}.jpg", "nme": e} for i, e in enumerate(errors)]
+        subsets = {name: [0, 2] for name in report.COLUMNS[1:]} | {"makeup": []}
+        return {"per_face": faces, "subsets": subsets}
+
+    ours, theirs = results([0.04, 0.05, 0.06, 0.03]), results([0.05, 0.05, 0.08, 0.03])
+    paired = report.paired_difference(ours, theirs)
+    assert paired["test"]["faces"] == 4 and paired["test"]["difference"] == pytest.approx(-0.75)
+    assert paired["pose"]["difference"] == pytest.approx(-1.5)  # faces 0 and 2: -1 and -2 points
+    low, high = paired["test"]["ci95"]
+    assert -2.0 <= low <= -0.75 <= high <= 0.0  # within the smallest and largest face differences
+    assert paired["makeup"] == {"faces": 0, "difference": None, "ci95": None}
+    other = results([0.04, 0.05, 0.06, 0.03])
+    other["per_face"][1]["image"] = "elsewhere.jpg"
+    with pytest.raises(ValueError, match="not of the same test faces"):
+        report.paired_difference(ours, other)
+    assert report.ci_text({"nme_ci95": [3.9512, 4.1234]}) == "3.95 to 4.12"
+    assert report.ci_text({"nme_ci95": [None, None]}) == report.ci_text({}) == "-"
 
 
 def test_mmpose_checkpoint_gets_the_published_model(tmp_path: Path) -> None:

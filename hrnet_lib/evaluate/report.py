@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
-from hrnet_lib.evaluate.metrics import ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
+from hrnet_lib.evaluate.metrics import bootstrap_ci, ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
 from hrnet_lib.provenance import git_commit, hardware
 from hrnet_lib.train.checkpoint import prepare_output
 
@@ -201,16 +201,50 @@ def with_official_crops(faces: list, json_path: str | Path) -> list:
 
 
 def subset_scores(per_face: np.ndarray, subsets: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """NME (%), FR@10% (%), AUC@10% and size for the full test set and each subset, in table order."""
-    scores = {}
+    """NME (%) with its 95% bootstrap interval over faces, FR@10% (%), AUC@10% and size for the full test
+    set and each subset, in table order."""
+    scores: dict[str, dict[str, Any]] = {}
     for name in COLUMNS:
         errors = per_face if name == "test" else per_face[subsets[name]]
         if len(errors) == 0:
-            scores[name] = {"faces": 0, "nme": float("nan"), "fr": float("nan"), "auc": float("nan")}
+            nan = float("nan")
+            scores[name] = {"faces": 0, "nme": nan, "nme_ci95": [nan, nan], "fr": nan, "auc": nan}
             continue
         fr, auc = fr_auc(errors, FR_THRESHOLD)
-        scores[name] = {"faces": len(errors), "nme": 100 * float(errors.mean()), "fr": 100 * fr, "auc": auc}
+        scores[name] = {
+            "faces": len(errors),
+            "nme": 100 * float(errors.mean()),
+            "nme_ci95": [100 * bound for bound in bootstrap_ci(errors)],
+            "fr": 100 * fr,
+            "auc": auc,
+        }
     return scores
+
+
+def paired_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """NME difference (percentage points, ours - theirs) per table column between two results of the same
+    test faces, with its 95% paired-bootstrap interval over faces (see `bootstrap_ci`); None for an empty
+    subset. ValueError when the two results are not of the same faces in the same order."""
+    images = [[face["image"] for face in results["per_face"]] for results in (ours, theirs)]
+    if images[0] != images[1] or ours["subsets"] != theirs["subsets"]:
+        raise ValueError("the two results are not of the same test faces; a paired comparison needs them")
+    delta = np.array([face["nme"] for face in ours["per_face"]])
+    delta -= np.array([face["nme"] for face in theirs["per_face"]])
+    differences: dict[str, dict[str, Any]] = {}
+    for name in COLUMNS:
+        part = delta if name == "test" else delta[np.asarray(ours["subsets"][name], dtype=int)]
+        differences[name] = {
+            "faces": len(part),
+            "difference": 100 * float(part.mean()) if len(part) else None,
+            "ci95": [100 * bound for bound in bootstrap_ci(part)] if len(part) else None,
+        }
+    return differences
+
+
+def ci_text(scores: dict[str, Any], digits: int = 2) -> str:
+    """A column's NME interval as a table cell ("3.95 to 4.12"); "-" when empty or not recorded."""
+    low, high = scores.get("nme_ci95") or (None, None)
+    return "-" if low is None or high is None else f"{low:.{digits}f} to {high:.{digits}f}"
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -219,12 +253,14 @@ def _cell(value: float | None, digits: int) -> str:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The model-zoo table (markdown): NME (%) per column for the model, then FR@10% and AUC@10%, the
+    """The model-zoo table (markdown): NME (%) per column for the model with its bootstrap interval, then
+    FR@10% and AUC@10%, the
     mean-shape baseline on the same faces, the published row, and the number of faces per column."""
     model, baseline = results["table"]["model"], results["table"]["baseline"]
     title = results["table"].get("title", "this checkpoint")
     rows = [
         (f"{title}: NME (%)", [_cell(model[c]["nme"], 2) for c in COLUMNS]),
+        ("95% interval over faces", [ci_text(model[c]) for c in COLUMNS]),
         ("FR@10% (%)", [_cell(model[c]["fr"], 2) for c in COLUMNS]),
         ("AUC@10%", [_cell(model[c]["auc"], 4) for c in COLUMNS]),
         ("mean-shape baseline: NME (%)", [_cell(baseline[c]["nme"], 2) for c in COLUMNS]),
