@@ -220,6 +220,24 @@ def test_only_the_published_recipe_on_wflw_is_set_against_its_row(
     assert not book.comparable("wflw", "cpu-default")
 
 
+def test_report_of_a_run_without_hold_out_says_so(tmp_path: Path) -> None:
+    """val_fraction=0: no validation record, so the report names the final weights instead of a best epoch."""
+    from hrnet_lib.data.synthetic import synthesize
+    from hrnet_lib.evaluate import report
+    from hrnet_lib.train import loop
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    synthesize(data, n_train=12, n_test=4, seed=0, progress=False)
+    args = ["--preset", "smoke", "--data-root", str(data), "--out", str(run), "val_fraction=0", "epochs=1"]
+    assert loop.main(args) == 0
+    evaluate = ["--checkpoint", str(run / "best.pt"), "--data-root", str(data), "--device", "cpu", "--quiet"]
+    assert report.main([*evaluate, "--out", str(run / "results.json")]) == 0
+    parameters = {"run_dir": str(run), "data_kind": "synthetic", "preset": "smoke", "data_root": str(data)}
+    summary = book.report_summary(parameters)
+    assert "no validation hold-out (val_fraction=0): best.pt holds the final weights" in summary
+    assert "95% bootstrap interval over faces" in summary
+
+
 def test_smoke_parameters_use_the_private_work_folder(tmp_path: Path) -> None:
     parameters = book.notebook_parameters("smoke", "runs/x", "data/WFLW", "wflw", 2, tmp_path)
     assert parameters["data_root"] == str(tmp_path / "data") and parameters["run_dir"] == str(

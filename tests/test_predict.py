@@ -122,6 +122,8 @@ def test_out_must_name_the_png(
         ("50 nan 90 90", "must be finite"),
         ("320 10 400 90", "lies wholly outside"),  # the photo is 320 wide: x0 = 320 is past its last column
         ("-90 -90 0 0", "lies wholly outside"),
+        ("-90 10 0 90", "lies wholly outside"),  # left of the photo
+        ("10 -90 90 0", "lies wholly outside"),  # above it
         ("10 240 90 300", "(320 x 240 pixels)"),
     ],
 )

@@ -37,9 +37,11 @@ def test_one_gpu_preset_keeps_the_recipe_and_global_batch() -> None:
 
 def test_a_world_size_that_does_not_divide_the_global_batch_says_what_would() -> None:
     with pytest.raises(
-        ConfigError, match=r"size 3: .* \(1, 2, 4, 8, 16, \.\.\.\), or override global_batch=510"
+        ConfigError, match=r"size 3: .* \(1, 2, 4, 8, 16, \.\.\.\), or override global_batch=510 or 513"
     ):
         batch_sizes(get_preset("wflw-mmpose"), world=3)
+    with pytest.raises(ConfigError, match=r"global_batch=6 \(another"):  # never a batch of 0
+        batch_sizes(apply_overrides(get_preset("smoke"), ["global_batch=4"]), world=6)
     with pytest.raises(
         ConfigError, match=r"per_device_batch=64 must divide the per-process share 32 .*per_device_batch=none"
     ):

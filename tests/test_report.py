@@ -131,6 +131,7 @@ def test_evaluate_command_writes_results_matching_subset_files(
         <= 100 * per_face.max()
     )
     assert results["table"]["model"]["makeup"]["nme_ci95"] == [None, None]
+    assert "nan" not in printed  # the printed table shows an empty subset as "-" too
     assert len(results["per_landmark_nme"]) == 98
     assert len(results["ced"]["thresholds"]) == len(results["ced"]["test"]) == 1001
 
@@ -341,8 +342,15 @@ def test_paired_difference_of_two_results_on_the_same_faces() -> None:
     other["per_face"][1]["image"] = "elsewhere.jpg"
     with pytest.raises(ValueError, match="not of the same test faces"):
         report.paired_difference(ours, other)
+    regrouped = results([0.04, 0.05, 0.06, 0.03])
+    regrouped["subsets"]["pose"] = [1, 3]
+    with pytest.raises(ValueError, match="not of the same test faces"):
+        report.paired_difference(ours, regrouped)
     assert report.ci_text({"nme_ci95": [3.9512, 4.1234]}) == "3.95 to 4.12"
-    assert report.ci_text({"nme_ci95": [None, None]}) == report.ci_text({}) == "-"
+    assert report.ci_text({"nme_ci95": [3.9512, 4.1234]}, 3) == "3.951 to 4.123"
+    nan = float("nan")
+    assert report.ci_text({"nme_ci95": [None, None]}) == report.ci_text({"nme_ci95": [nan, nan]}) == "-"
+    assert report.ci_text({}) == "-"
 
 
 def test_mmpose_checkpoint_gets_the_published_model(tmp_path: Path) -> None:

@@ -422,11 +422,11 @@ def batch_sizes(cfg: TrainConfig, world: int) -> tuple[int, int, int]:
     """(per-process images per step, micro-batch size, accumulation steps) for the global batch."""
     if cfg.global_batch % world:
         divisors = ", ".join(str(n) for n in range(1, 17) if cfg.global_batch % n == 0)
-        nearest = cfg.global_batch // world * world
+        below, above = cfg.global_batch // world * world, -(-cfg.global_batch // world) * world
         raise ConfigError(
             f"global_batch={cfg.global_batch} is not divisible by the world size {world}: run on a number "
-            f"of processes that divides it ({divisors}, ...), or override global_batch={nearest} "
-            "(a different recipe: the learning rate is not rescaled)"
+            f"of processes that divides it ({divisors}, ...), or override global_batch="
+            f"{f'{below} or ' if below else ''}{above} (another recipe: the learning rate is not rescaled)"
         )
     per_process = cfg.global_batch // world
     micro = cfg.per_device_batch or per_process
