@@ -329,7 +329,7 @@ def report_summary(parameters: dict[str, Any]) -> str:
         differences = (None if v is None else v - PUBLISHED[c] for v, c in zip(ours, COLUMNS, strict=True))
         rows.append(["this run - published", *differences])
     rows.append(["mean-shape baseline", *(results["table"]["baseline"][c]["nme"] for c in COLUMNS)])
-    paired = ""
+    intervals = ""
     for name, label in (
         ("results-noflip", "this run, no flip test"),
         ("results-dark", "this run, DARK decoder"),
@@ -342,16 +342,16 @@ def report_summary(parameters: dict[str, Any]) -> str:
             rows.append([label, *(other["table"]["model"][c]["nme"] for c in COLUMNS)])
             if name == "published":
                 test = paired_difference(results, other)["test"]
-                paired = (
+                intervals = (
                     f" On the same {test['faces']} test faces this run minus the released checkpoint is "
                     f"{test['difference']:+.3f} NME points (95% paired bootstrap interval over faces "
                     f"{test['ci95'][0]:+.3f} to {test['ci95'][1]:+.3f})."
                 )
     low, high = results["table"]["model"]["test"].get("nme_ci95") or (None, None)
     if low is not None:
-        paired = (
+        intervals = (
             f" This run's test NME has a 95% bootstrap interval over faces of {low:.2f} to {high:.2f}."
-            + paired
+            + intervals
         )
     lines += [
         viz.markdown_table(["NME (%)", *COLUMNS], rows),
@@ -364,7 +364,7 @@ def report_summary(parameters: dict[str, Any]) -> str:
                 else f": not comparable ({differing}); "
                 "the mean-shape baseline is the floor that shows what was learnt."
             )
-            + paired,
+            + intervals,
             trained,
             results,
         ),

@@ -200,7 +200,7 @@ def with_official_crops(faces: list, json_path: str | Path) -> list:
     return matched
 
 
-def subset_scores(per_face: np.ndarray, subsets: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def subset_scores(per_face: np.ndarray, subsets: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """NME (%) with its 95% bootstrap interval over faces, FR@10% (%), AUC@10% and size for the full test
     set and each subset, in table order."""
     scores: dict[str, dict[str, Any]] = {}
