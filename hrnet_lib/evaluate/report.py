@@ -244,10 +244,8 @@ def paired_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str,
 def ci_text(scores: dict[str, Any], digits: int = 2) -> str:
     """A column's NME interval as a table cell ("3.95 to 4.12"); "-" when empty (NaN, or None once written
     to JSON) or not recorded."""
-    low, high = scores.get("nme_ci95") or (None, None)
-    if low is None or high is None or low != low or high != high:
-        return "-"
-    return f"{low:.{digits}f} to {high:.{digits}f}"
+    cells = tuple(_cell(bound, digits) for bound in scores.get("nme_ci95") or (None, None))
+    return "-" if "-" in cells else " to ".join(cells)
 
 
 def _cell(value: float | None, digits: int) -> str:
