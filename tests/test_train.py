@@ -369,6 +369,24 @@ def test_signal_saves_at_the_step_then_resume_is_bit_identical(
     assert_same_run(uninterrupted, stopped)
 
 
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device: the CPU tests above cover resume, but only a GPU run loads CUDA RNG state",
+)
+def test_resume_on_cuda_goes_on_from_the_saved_step(data: Path, tmp_path: Path) -> None:
+    """On a GPU a run stopped mid-epoch resumes to the end: the checkpoint's CUDA generator state is
+    restored (a resume once failed there, with the RNG tensors loaded onto the GPU)."""
+    run = tmp_path / "cuda"
+    common = ["--preset", "smoke", "epochs=3", "device=cuda", "--data-root", str(data), "--out", str(run)]
+    run_train([*common, "max_iters=7"])
+    partial = load_checkpoint(run / "last.pt")
+    assert partial["iteration"] == 7 and "cuda" in partial["rng"][0]
+    run_train([*common, "--resume"])
+    assert load_checkpoint(run / "last.pt")["iteration"] == 15
+    steps = [r["iteration"] for r in read_log(run) if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 15
+
+
 def test_resume_refuses_other_data_and_a_damaged_checkpoint(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

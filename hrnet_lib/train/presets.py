@@ -223,17 +223,22 @@ def _wflw_1gpu() -> TrainConfig:
     """The published recipe on one GPU: the whole global batch of 512 in one pass, 60 epochs.
 
     bf16 autocast, channels_last, the face-crop cache and heatmaps encoded on the GPU; validation in
-    batches of 512 too, one input shape for every call (its first call is still cold, see below). If the
-    GPU cannot hold 512 images the first step stops with a message naming `per_device_batch=256`
-    (gradient accumulation; the global batch stays 512).
+    batches of 512 too, the training step's input shape for every call. If the GPU cannot hold 512
+    images the first step stops with a message naming `per_device_batch=256` (gradient accumulation;
+    the global batch stays 512).
 
-    Measured on one H200 (torch 2.11, cu130; `.ci/gpu-check`, 7,124 synthetic training faces, commit
-    016ab69, 13 steps an epoch: that was before epochs kept their short last batch, now 14 and 840 in all):
-    0.495 s a step (1,033 images/s, median of the logged windows), 45.5 GB peak memory, 0.02% data wait;
-    the first step took 51.5 s and the first validation 37.0 s, later ones 1.1-1.7 s. The run was cut off
-    by the device's time limit after 48 of 60 epochs, 8 min 11 s into the training loop. With
-    `cudnn_benchmark=false` the first step took 45.7 s, the first validation 41.3 s and steady steps
-    0.537 s, so the cold starts are not cuDNN's algorithm search, and the search makes steps 8% faster.
+    Measured on one H200 (torch 2.11, cu130, cuDNN 9.19; `.ci/gpu-check`, 7,124 synthetic training faces,
+    14 steps an epoch, 840 in all; commit 64339bb): epochs 1-59 (826 steps) took 549.9 s of the training
+    loop in one process, 22.3 s of setup (the face-crop cache included) and a 51.4 s first step among
+    them; steady steps 0.506 s (1,012 images/s, median of the logged windows), 45.5 GB peak memory, 0.02%
+    data wait, validation 0.18-0.31 s an epoch (the first included). The device's time limit stopped
+    that process (SIGTERM: last.pt saved at step 828, mid-epoch); resumed in a new process, the last 12
+    steps took 69.2 s, 16.7 s of setup and a 45.7 s cold first step among them. So a full run in one
+    process was not measured on this card, and no H100 run at all.
+    Earlier (commit 016ab69) the first validation took 37.0 s; since 9c6ca3c the validation batches are
+    loaded once before training and decoded on the GPU. With `cudnn_benchmark=false` (016ab69) the
+    first step took 45.7 s and steady steps 0.537 s, so the cold first step is not cuDNN's algorithm
+    search, and the search makes steps 8% faster.
     For comparison, mmpose's 8 passes of 64 (`per_device_batch=64`, `make bench` on the same card) ran
     485 images/s. BatchNorm statistics are over each pass's images: 512 here, 64 in mmpose's run
     (`per_device_batch=64` reproduces that). Compiling cost 190 s more start-up than eager (measured with
