@@ -66,13 +66,14 @@ def save_json(data: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint`; a clear error when it is missing or unreadable."""
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` onto the CPU; a clear error when it is missing or
+    unreadable. `load_state_dict` copies its weights and optimiser state to the model's device."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
         raise ValueError(f"cannot read checkpoint {path}: {error}") from error
     if not isinstance(state, dict) or "model" not in state:

@@ -610,7 +610,7 @@ def train(
     iteration, epoch, step_in_epoch, best_nme = 0, 0, 0, math.inf
     if resume:
         try:
-            state = load_checkpoint(last_path)  # on the CPU: load_state_dict copies to the model's device
+            state = load_checkpoint(last_path)
         except ValueError as error:
             raise TrainingError(f"--resume: {error}; move it away to start a new run in {out}") from error
         recorded = _read_json(out / "config.json").get("data_manifest_sha256")
