@@ -367,9 +367,9 @@ def _match_list(
             message = f"no test face of {entry.image!r} has these landmarks (tolerance {MATCH_TOLERANCE} px)"
             if cause:
                 message = (
-                    f"no valid test face of {entry.image!r} has these landmarks: follows from the error at "
+                    f"no valid test face of {entry.image!r} has these landmarks: follows from the error "
+                    f"at {cause}"
                 )
-                message += cause
             errors.append(WFLWFormatError(path, line, "landmarks", message))
         elif not free:
             message = f"duplicate: the same test face is already listed on line {taken[close[0]]}"
@@ -450,7 +450,9 @@ def check_dataset(root: str | Path, progress: bool | None = None) -> tuple[dict,
     errors += checker.check(splits["train"] + splits["test"], progress)
 
     test_faces = splits["test"]
-    test_list, _, list_errors = _match_list(test_list_path(root), test_faces, False, invalid)
+    test_list, _, list_errors = _match_list(
+        test_list_path(root), test_faces, allow_empty=False, invalid=invalid
+    )
     errors += list_errors
     if not any(e.line is None for e in list_errors):
         listed = set(test_list)

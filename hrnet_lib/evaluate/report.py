@@ -255,8 +255,8 @@ def _cell(value: float | None, digits: int) -> str:
 
 def format_table(results: dict[str, Any]) -> str:
     """The model-zoo table (markdown): NME (%) per column for the model with its bootstrap interval, then
-    FR@10% and AUC@10%, the
-    mean-shape baseline on the same faces, the published row, and the number of faces per column."""
+    FR@10% and AUC@10%, the mean-shape baseline on the same faces, the published row, and the number of
+    faces per column."""
     model, baseline = results["table"]["model"], results["table"]["baseline"]
     title = results["table"].get("title", "this checkpoint")
     rows = [

@@ -59,9 +59,8 @@ class TrainConfig:
     warmup_ratio: float = 0.001
     milestones: tuple[int, ...] = (40, 55)
     gamma: float = 0.1
-    loss: str = (
-        "mse"  # "mse" (the recipe) or "awing" (Adaptive Wing: mmpose's row 4.02, same recipe otherwise)
-    )
+    loss: str = "mse"  # "mse" (the recipe) or "awing" (Adaptive Wing: mmpose's row 4.02, same recipe
+    # otherwise)
     freeze_bn: bool = False  # BN layers in eval mode (running statistics) while training
     # hardware
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
