@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from hrnet_lib.io import save_json
 from hrnet_lib.provenance import hardware
-from hrnet_lib.train.checkpoint import save_json
 from hrnet_lib.train.presets import TrainConfig
 
 # Each variant: config overrides and environment variables for its process. They test the candidate

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hrnet_lib.io import read_jsonl
+
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
 NBS = REPO / "nbs"
@@ -236,17 +238,11 @@ def run_provenance(run_dir: str | Path, data_kind: str, preset: str, data_root: 
 def read_log(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """RUN/log.jsonl split into its training-step records and its validation (per epoch) records."""
     path = repo_path(run_dir) / "log.jsonl"
-    steps, validations = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
-            (validations if "val_nme" in record else steps).append(record)
-    return steps, validations
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path}")
+    records = read_jsonl(path)
+    steps = [r for r in records if "val_nme" not in r]
+    return steps, [r for r in records if "val_nme" in r]
 
 
 def ensure_results(

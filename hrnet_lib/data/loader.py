@@ -41,7 +41,7 @@ from hrnet_lib.data.transforms import (
     transform_points,
     warp_matrix,
 )
-from hrnet_lib.train.checkpoint import atomic_write
+from hrnet_lib.io import atomic_bytes
 
 if TYPE_CHECKING:
     from hrnet_lib.data.wflw import Face
@@ -274,7 +274,7 @@ class FaceCropCache:
             "affines": affines.reshape(len(faces), 6).tolist(),
             "image_sizes": image_sizes.tolist(),
         }
-        atomic_write(self.meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        atomic_bytes(self.meta_path, json.dumps(meta).encode())
 
 
 class WFLWDataset(Dataset):

@@ -41,6 +41,7 @@ from hrnet_lib.data.wflw import (
     SUBSET_FILES,
     TEST_LIST_FILE,
 )
+from hrnet_lib.io import atomic_bytes
 
 # Per-face probability of each effect, about the share of WFLW test faces with that flag.
 EFFECT_RATES: dict[str, float] = {
@@ -1062,13 +1063,6 @@ def draw_face(
 # ------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _coords(landmarks: np.ndarray) -> str:
     return " ".join(f"{v:.6f}" for v in landmarks.reshape(-1))
 
@@ -1187,7 +1181,7 @@ def synthesize(
             rendered = map(_render_jpeg, jobs)
         for (_, split, image_index, _), (jpeg, (height, width), faces) in zip(jobs, rendered, strict=True):
             name = image_name(seed, split, image_index)
-            _atomic_write(root / IMAGE_DIR / name, jpeg)
+            atomic_bytes(root / IMAGE_DIR / name, jpeg)
             for face in faces:
                 flags = " ".join(str(int(face.effects[a])) for a in ATTRIBUTES)
                 box = " ".join(str(int(v)) for v in face.box)
@@ -1207,11 +1201,11 @@ def synthesize(
     annotations = root / ANNOTATION_DIR
     for split in plans:
         text = "\n".join(lines[split]) + "\n"
-        _atomic_write(annotations / SPLIT_DIR / f"list_98pt_rect_attr_{split}.txt", text.encode())
-    _atomic_write(annotations / SUBSET_DIR / TEST_LIST_FILE, ("\n".join(short["all"]) + "\n").encode())
+        atomic_bytes(annotations / SPLIT_DIR / f"list_98pt_rect_attr_{split}.txt", text.encode())
+    atomic_bytes(annotations / SUBSET_DIR / TEST_LIST_FILE, ("\n".join(short["all"]) + "\n").encode())
     for a in ATTRIBUTES:
         text = "".join(entry + "\n" for entry in short[a])
-        _atomic_write(annotations / SUBSET_DIR / SUBSET_FILES[a], text.encode())
+        atomic_bytes(annotations / SUBSET_DIR / SUBSET_FILES[a], text.encode())
     return {
         "root": str(root),
         "seed": seed,

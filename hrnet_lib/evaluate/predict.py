@@ -17,7 +17,6 @@ Writes OUT.png (the photo with the landmarks drawn) and OUT.json (landmarks per 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch
 
 from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
 from hrnet_lib.evaluate.report import load_model, resolve_device
-from hrnet_lib.train.checkpoint import prepare_output
+from hrnet_lib.io import atomic_bytes, prepare_output, save_json
 
 CASCADE = "haarcascade_frontalface_default.xml"
 DETECTOR_SIDE = 0.9  # face-box side / Haar box side (measured 0.87-0.90, see the module doc)
@@ -146,8 +145,6 @@ def predict_photo(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Predict the landmarks of every face of a photo; write OUT.png and OUT.json; return the JSON data."""
-    from hrnet_lib.train.checkpoint import atomic_write
-
     image_path, out = Path(image_path), Path(out)
     if out.suffix.lower() != ".png":
         raise PredictError(f"--out {out}: name the PNG to write (OUT.png); the JSON goes beside it")
@@ -196,8 +193,8 @@ def predict_photo(
             for i in range(len(boxes))
         ],
     }
-    atomic_write(out, lambda f: f.write(png.tobytes()))
-    atomic_write(out.with_suffix(".json"), lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
+    atomic_bytes(out, png.tobytes())
+    save_json(result, out.with_suffix(".json"), indent=1)
     return result
 
 

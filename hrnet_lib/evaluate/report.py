@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
 from hrnet_lib.evaluate.metrics import bootstrap_ci, ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
+from hrnet_lib.io import atomic_bytes, prepare_output
 from hrnet_lib.provenance import git_commit, hardware
-from hrnet_lib.train.checkpoint import prepare_output
 
 #: The column order of the mmpose model-zoo table.
 COLUMNS = ("test", "pose", "illumination", "occlusion", "blur", "makeup", "expression")
@@ -408,13 +408,7 @@ def plot_ced(results: dict[str, Any], path: str | Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    _atomic_bytes(Path(path), buffer.getvalue())
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    from hrnet_lib.train.checkpoint import atomic_write
-
-    atomic_write(path, lambda f: f.write(data))
+    atomic_bytes(Path(path), buffer.getvalue())
 
 
 def sidecar_paths(out: Path) -> tuple[Path, Path]:
@@ -430,8 +424,8 @@ def write_results(results: dict[str, Any], arrays: dict[str, np.ndarray], out: s
     plot_ced(results, figure)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    _atomic_bytes(npz, buffer.getvalue())
-    _atomic_bytes(out, (json.dumps(results, indent=1, allow_nan=False) + "\n").encode())
+    atomic_bytes(npz, buffer.getvalue())
+    atomic_bytes(out, (json.dumps(results, indent=1, allow_nan=False) + "\n").encode())
 
 
 def _nan_to_none(value: Any) -> Any:

@@ -1,69 +1,24 @@
-"""Checkpoint files: atomic writes, RNG state capture and restore, safe loading.
+"""Checkpoint files: atomic saves, RNG state capture and restore, safe loading.
 
-Every write goes to a temporary file in the destination folder and is then renamed over the target
-(`os.replace` is atomic on POSIX), so a run killed at any moment leaves either the old or the new
-file, never a torn one. Checkpoints hold only tensors and plain Python values, so they load with
-`torch.load(weights_only=True)`.
+Checkpoints hold only tensors and plain Python values, so they load with `torch.load(weights_only=True)`;
+they are written through `hrnet_lib.io.atomic_write`, so a run killed mid-save keeps the previous file.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results should be as readable as any file
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def prepare_output(path: str | Path, option: str = "--out") -> None:
-    """Create the folder `path` will be written to and check that it can be, before the long work that ends
-    by writing it: a ValueError naming `option`, the path and the reason otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{option} {path}: is a folder; name the file to write")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(
-            f"{option} {path}: cannot create the folder {folder} ({error.strerror or error})"
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+from hrnet_lib.io import atomic_write
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically `torch.save` a checkpoint dict."""
     atomic_write(path, lambda f: torch.save(state, f))
-
-
-def save_json(data: Any, path: str | Path) -> None:
-    """Atomically write `data` as indented JSON."""
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

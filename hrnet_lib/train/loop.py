@@ -55,16 +55,9 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from tqdm import tqdm
 
 from hrnet_lib.data.loader import device_batch, normalize_images, worker_options
+from hrnet_lib.io import atomic_bytes, jsonl_text, prepare_output, read_json, read_jsonl, save_json
 from hrnet_lib.provenance import git_commit, hardware
-from hrnet_lib.train.checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    prepare_output,
-    rng_state,
-    save_checkpoint,
-    save_json,
-    set_rng_state,
-)
+from hrnet_lib.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
 
 # Config keys that may differ between a run and its resumption (they do not change the result).
@@ -613,7 +606,7 @@ def train(
             state = load_checkpoint(last_path)
         except ValueError as error:
             raise TrainingError(f"--resume: {error}; move it away to start a new run in {out}") from error
-        recorded = _read_json(out / "config.json").get("data_manifest_sha256")
+        recorded = read_json(out / "config.json").get("data_manifest_sha256")
         if recorded and recorded != data_manifest(data_root):
             raise TrainingError(
                 f"--resume: the annotations in {data_root} differ from those {out} started with "
@@ -672,10 +665,12 @@ def train(
             log_path.unlink(missing_ok=True)
             info["sessions"] = [session_info]
         else:
-            previous = _read_json(out / "config.json")
+            previous = read_json(out / "config.json")
             info["sessions"] = [*previous.get("sessions", []), session_info]
-            kept = [line for line in _read_log(log_path) if line.get("iteration", 0) <= iteration]
-            atomic_write(log_path, lambda f: f.write("".join(json.dumps(x) + "\n" for x in kept).encode()))
+            kept = [
+                line for line in read_jsonl(log_path, torn_tail=True) if line.get("iteration", 0) <= iteration
+            ]
+            atomic_bytes(log_path, jsonl_text(kept).encode())
         save_json(info, out / "config.json")
         (out / "summary.json").unlink(missing_ok=True)  # written again when this session completes the run
     log_file = open(log_path, "a") if rt.main else None  # noqa: SIM115 (closed in the finally below)
@@ -907,26 +902,6 @@ def speed_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_memory_mb": max((r["memory_mb"] for r in steps), default=None),
         "validation_s": sum(r["val_s"] for r in records if "val_s" in r),
     }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A run folder's JSON file as a dict; {} when it is missing."""
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines log; only the last line may be torn (a run killed while writing it)."""
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number < len(lines):
-                raise TrainingError(f"{path}:{number}: not a JSON record ({error})") from error
-    return records
 
 
 def bench_train(
