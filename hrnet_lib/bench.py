@@ -11,20 +11,35 @@ and writes `OUT/cold_start.json`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
 
+from hrnet_lib.data.loader import bench_loader, worker_options
+from hrnet_lib.data.synthetic import synthesize
+from hrnet_lib.device import memory_mb, resolve_device
+from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.io import save_json
+from hrnet_lib.model.hrnet import build_model
+from hrnet_lib.model.inference import bench_forward
 from hrnet_lib.provenance import hardware
-from hrnet_lib.train.presets import TrainConfig
+from hrnet_lib.train.datasets import build_datasets
+from hrnet_lib.train.loop import forward_backward
+from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
+from hrnet_lib.train.runtime import Runtime, TrainingError, batch_sizes, set_train_mode
 
 # Each variant: config overrides and environment variables for its process. They test the candidate
 # causes of a slow first step: cuDNN's algorithm search, bf16/channels_last kernels, the cuDNN v8
@@ -61,6 +76,35 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def profile_first_call(call: Callable[[], None], sync: Callable[[], None], steps: int, rows: int) -> dict:
+    """The first call's time and the `rows` ops with the most CPU time in it, then the median of `steps`
+    later calls (each waits for the device)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        begin = time.perf_counter()
+        call()
+        sync()
+        first = time.perf_counter() - begin
+    later = []
+    for _ in range(steps):
+        begin = time.perf_counter()
+        call()
+        sync()
+        later.append(time.perf_counter() - begin)
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    ops = [
+        {
+            "op": e.key,
+            "calls": e.count,
+            "self_cpu_s": e.self_cpu_time_total / 1e6,
+            "cpu_total_s": e.cpu_time_total / 1e6,
+        }
+        for e in events[:rows]
+    ]
+    return {"first_s": first, "steady_s": statistics.median(later), "top_ops": ops}
+
+
 def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> dict[str, Any]:
     """Where this process's first training step and first validation pass spend their time.
 
@@ -71,15 +115,8 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
     `aten::cudnn_batch_norm`, CUDA loading kernels lazily as time spread over many ops. The images and
     keypoints are random: what is cold depends on shapes and kernels, not on content.
     """
-    from torch.profiler import ProfilerActivity, profile
-
-    from hrnet_lib.data.loader import normalize_images
-    from hrnet_lib.evaluate.decode import decode_heatmaps, predict_heatmaps
-    from hrnet_lib.model.hrnet import build_model
-    from hrnet_lib.train.loop import autocast, forward_backward, memory_mb
-
-    cuda = cfg.device != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    device = resolve_device(cfg.device, option="device")
+    cuda = device.type == "cuda"
     channels_last = cuda and cfg.channels_last
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
 
@@ -121,40 +158,24 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    boxes = np.tile([[size / 2, size / 2]], (batch, 1))  # the crop is the whole random image
+
     def validation_pass() -> None:
-        images = normalize_images(fake["image"].to(device))
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg):
-            heatmaps = predict_heatmaps(model, images, flip=cfg.val_flip)
-        decode_heatmaps(heatmaps)[0].cpu()
+        crops_to_landmarks(
+            model,
+            device,
+            fake["image"],
+            boxes,
+            boxes * 2,
+            size,
+            cfg.heatmap_size,
+            cfg.val_flip,
+            bf16=cfg.bf16,
+            channels_last=cfg.channels_last,
+        )
 
     for name, call in (("train", train_step), ("validation", validation_pass)):
-        with profile(activities=[ProfilerActivity.CPU]) as profiler:
-            begin = time.perf_counter()
-            call()
-            sync()
-            first = time.perf_counter() - begin
-        later = []
-        for _ in range(steps):
-            begin = time.perf_counter()
-            call()
-            sync()
-            later.append(time.perf_counter() - begin)
-        events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-        result[name] = {
-            "first_s": first,
-            "steady_s": statistics.median(later),
-            "top_ops": [
-                {
-                    "op": e.key,
-                    "calls": e.count,
-                    "self_cpu_s": e.self_cpu_time_total / 1e6,
-                    "cpu_total_s": e.cpu_time_total / 1e6,
-                }
-                for e in events[:rows]
-            ],
-        }
+        result[name] = profile_first_call(call, sync, steps, rows)
     result["peak_memory_mb"] = memory_mb(device)
     return result
 
@@ -179,7 +200,6 @@ def run_cold_starts(preset: str, variants: list[str], batch: int | None, out: Pa
 
 
 def _cold_start_child(variant: str, preset: str, batch: int | None, out: Path) -> None:
-    from hrnet_lib.train.presets import apply_overrides, get_preset
 
     overrides, env = COLD_START_VARIANTS[variant]
     cfg = apply_overrides(get_preset(preset), overrides)
@@ -204,14 +224,85 @@ def _print_cold_starts(results: dict[str, Any]) -> None:
             print(f"{variant}, first {name} call, most CPU time: {ops}")
 
 
-def main(argv: list[str]) -> int:
-    """Entry point of `python -m hrnet_lib bench`; writes OUT/bench.json (or OUT/cold_start.json)."""
-    from hrnet_lib.data.loader import bench_loader
-    from hrnet_lib.data.synthetic import synthesize
-    from hrnet_lib.model.inference import bench_forward
-    from hrnet_lib.train.loop import bench_train
-    from hrnet_lib.train.presets import ConfigError, apply_overrides, get_preset
+def bench_train(
+    cfg: TrainConfig | str,
+    data_root: Path | str,
+    device: str | None = None,
+    steps: int = 10,
+    warmup: int = 2,
+    cache_dir: Path | str | None = None,
+) -> dict[str, Any]:
+    """Training throughput of one process: images/s and the share of each step spent waiting for data.
 
+    Runs `warmup` untimed then `steps` timed optimiser steps of `cfg` (a preset name or config; its
+    global batch, micro-batches and accumulation as in training) on the TRAIN split of `data_root`.
+    The face-crop cache (when `cfg.cache`) is built before timing, in `cache_dir` or a temporary folder.
+    """
+    cfg = get_preset(cfg) if isinstance(cfg, str) else cfg
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    rt = Runtime(0, 1, 0, resolve_device(cfg.device, option="device"))
+    torch.set_flush_denormal(True)
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    _, micro, accum = batch_sizes(cfg, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_set, _ = build_datasets(cfg, Path(data_root), Path(cache_dir or tmp), True)
+        if len(train_set) < micro:
+            raise TrainingError(f"{len(train_set)} training faces give no batch of {micro}")
+        # One pass of a sampler with replacement covers every step: no epoch ends, so a small
+        # dataset does not drain and refill the workers' queue in the middle of the timed steps.
+        sampler = RandomSampler(train_set, replacement=True, num_samples=(warmup + steps) * accum * micro)
+        loader = DataLoader(
+            train_set,
+            batch_size=micro,
+            sampler=sampler,
+            pin_memory=rt.device.type == "cuda",
+            **worker_options(cfg.workers),
+        )
+        model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(rt.device)
+        if rt.device.type == "cuda" and cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        net: nn.Module = torch.compile(model) if cfg.compile else model
+        set_train_mode(net, cfg.freeze_bn)
+        batches = iter(loader)
+        wait = 0.0
+        for step in range(warmup + steps):
+            if step == warmup:
+                if rt.device.type == "cuda":
+                    torch.cuda.synchronize(rt.device)
+                wait, start = 0.0, time.perf_counter()
+            fetch = time.perf_counter()
+            micro_batches = [next(batches) for _ in range(accum)]
+            wait += time.perf_counter() - fetch
+            loss = forward_backward(net, micro_batches, cfg, rt.device)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss.item()  # waits for the device
+        seconds = time.perf_counter() - start
+    images = steps * accum * micro
+    return {
+        "device": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "model": cfg.model,
+        "input_size": cfg.input_size,
+        "micro_batch": micro,
+        "accumulation": accum,
+        "bf16": rt.device.type == "cuda" and cfg.bf16,
+        "channels_last": rt.device.type == "cuda" and cfg.channels_last,
+        "compile": cfg.compile,
+        "cache": cfg.cache,
+        "workers": cfg.workers,
+        "steps": steps,
+        "images_per_s": images / seconds,
+        "step_s": seconds / steps,
+        "data_wait_share": wait / seconds,
+        "peak_memory_mb": memory_mb(rt.device),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m hrnet_lib bench`."""
     parser = argparse.ArgumentParser(prog="python -m hrnet_lib bench", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench"))
     parser.add_argument(
@@ -235,24 +326,11 @@ def main(argv: list[str]) -> int:
         "--batch", type=int, default=None, help="images a pass for --cold-start (default: the preset's)"
     )
     parser.add_argument("--cold-start-child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    try:  # a bad name is an error now, not after minutes of data and model timing
-        cfg = get_preset(args.train_preset)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return parser
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.cold_start_child:
-        _cold_start_child(args.cold_start_child, args.train_preset, args.batch, args.out)
-        return 0
-    if args.cold_start:
-        names = list(COLD_START_VARIANTS) if args.cold_start == "all" else args.cold_start.split(",")
-        results = run_cold_starts(args.train_preset, names, args.batch, args.out)
-        save_json(results, args.out / "cold_start.json")
-        _print_cold_starts(results)
-        print(f"wrote {args.out / 'cold_start.json'}")
-        return 0
+
+def measure(args: argparse.Namespace, cfg: TrainConfig) -> dict[str, Any]:
+    """Throughput of data loading, the forward pass and the training step of `cfg` on this machine."""
     root = args.data_root or args.out / "synthetic"
     if args.data_root is None and not (root / "WFLW_annotations").is_dir():
         synthesize(root, n_train=args.samples, n_test=20, seed=0)
@@ -289,6 +367,30 @@ def main(argv: list[str]) -> int:
     results["train"]["preset"] = args.train_preset
     results["train"]["overrides"] = overrides  # what differs from the preset in this measurement
 
+    return results
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `python -m hrnet_lib bench`; writes OUT/bench.json (or OUT/cold_start.json)."""
+    args = build_parser().parse_args(argv)
+    try:  # a bad name is an error now, not after minutes of data and model timing
+        cfg = get_preset(args.train_preset)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.cold_start_child:
+        _cold_start_child(args.cold_start_child, args.train_preset, args.batch, args.out)
+        return 0
+    if args.cold_start:
+        names = list(COLD_START_VARIANTS) if args.cold_start == "all" else args.cold_start.split(",")
+        results = run_cold_starts(args.train_preset, names, args.batch, args.out)
+        save_json(results, args.out / "cold_start.json")
+        _print_cold_starts(results)
+        print(f"wrote {args.out / 'cold_start.json'}")
+        return 0
+    results = measure(args, cfg)
     save_json(results, args.out / "bench.json")
     _plot(results, args.out / "bench.png")
     print(json.dumps(results, indent=2))

@@ -284,11 +284,17 @@ def plot_heatmaps(
 def plot_ced(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.10, title: str = ""
 ) -> Figure:
-    """Cumulative error distributions: for each name, (NME thresholds as fractions, share of faces)."""
+    """Cumulative error distributions: for each name, (NME thresholds as fractions, share of faces).
+
+    A curve whose name starts with "test" is drawn bold, one that names a baseline dashed.
+    """
     fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot()
     for name, (x, y) in curves.items():
-        ax.plot(100 * np.asarray(x), 100 * np.asarray(y), label=name, lw=1.4)
+        style = {"ls": "--", "color": "k", "lw": 1.0} if "baseline" in name else {"lw": 1.4}
+        if name.startswith("test"):
+            style["lw"] = 2.0
+        ax.plot(100 * np.asarray(x), 100 * np.asarray(y), label=name, **style)
     ax.set_xlim(0, 100 * threshold)
     ax.set_ylim(0, 100)
     ax.set_xlabel("NME (%)")

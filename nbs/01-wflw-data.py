@@ -37,13 +37,14 @@ synth_test = 500
 # %%
 import numpy as np
 
-from hrnet_lib import book, viz
+from hrnet_lib import viz
+from hrnet_lib.book import chapter
 from hrnet_lib.data import loader, transforms, wflw
+from hrnet_lib.data.wflw import data_manifest
 from hrnet_lib.provenance import git_commit
-from hrnet_lib.train.loop import data_manifest
 from hrnet_lib.train.presets import get_preset
 
-root = book.ensure_data(data_root, data_kind, synth_train, synth_test)
+root = chapter.ensure_data(data_root, data_kind, synth_train, synth_test)
 stats, errors = wflw.check_dataset(root, progress=False)
 if errors:
     raise ValueError(f"{root}: {len(errors)} problem(s), first: {errors[0]}")
@@ -109,7 +110,7 @@ viz.show(fig, f"Test faces of this dataset with their attribute flags. Data: {da
 # read in place), the same drawing is made on real photographs.
 
 # %%
-fixture = book.REPO.parent / "shared" / "fixtures" / "wflw-mini"
+fixture = chapter.REPO.parent / "shared" / "fixtures" / "wflw-mini"
 if (fixture / wflw.ANNOTATION_DIR).is_dir():
     real = wflw.load_split(fixture, "test")
     real_images = [loader.read_image(fixture / wflw.IMAGE_DIR / f.image)[..., ::-1] for f in real]
@@ -141,14 +142,7 @@ else:
 
 # %%
 config = get_preset(preset)
-augment = transforms.Augment(
-    config.flip_prob,
-    config.scale_sigma,
-    config.scale_range,
-    config.rot_sigma,
-    config.rot_max,
-    config.rot_prob,
-)
+augment = config.augment()
 dataset = loader.WFLWDataset(
     train_faces,
     root / wflw.IMAGE_DIR,

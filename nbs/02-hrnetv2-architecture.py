@@ -224,10 +224,10 @@ except WeightsMismatchError as error:
 # When mmpose's released checkpoint is in `data/`, its load report is shown here too.
 
 # %%
-from hrnet_lib import book
+from hrnet_lib.book import chapter
 
-published = book.repo_path(book.PUBLISHED_CHECKPOINT)
+published = chapter.repo_path(chapter.PUBLISHED_CHECKPOINT)
 if published.is_file():
     print(load_weights(build_model("hrnetv2_w18"), published))
 else:
-    print(f"{book.PUBLISHED_CHECKPOINT} is not present; nothing to load")
+    print(f"{chapter.PUBLISHED_CHECKPOINT} is not present; nothing to load")

@@ -45,12 +45,13 @@ import json
 
 import numpy as np
 
-from hrnet_lib import book, viz
+from hrnet_lib import viz
+from hrnet_lib.book import chapter
 from hrnet_lib.train.presets import get_preset
 
-root = book.ensure_data(data_root, data_kind, synth_train, synth_test)
-run = book.ensure_run(run_dir, preset, root, nproc, rerun)
-provenance = book.run_provenance(run, data_kind, preset, root)
+root = chapter.ensure_data(data_root, data_kind, synth_train, synth_test)
+run = chapter.ensure_run(run_dir, preset, root, nproc, rerun)
+provenance = chapter.run_provenance(run, data_kind, preset, root)
 print(viz.provenance(provenance))
 
 # %% [markdown]
@@ -113,7 +114,7 @@ viz.show(
 # time spent waiting for data) and one per epoch with the validation NME.
 
 # %%
-steps, validations = book.read_log(run)
+steps, validations = chapter.read_log(run)
 series = {
     key: np.array([record[key] for record in steps]) for key in ("iteration", "lr", "loss", "images_per_s")
 }
@@ -137,7 +138,7 @@ viz.show(
 # below is the median over the windows after it.
 
 # %%
-from hrnet_lib.train.loop import speed_summary
+from hrnet_lib.train.run_dir import speed_summary
 
 speed = speed_summary(steps + validations)
 best = min(validations, key=lambda record: record["val_nme"], default=None)

@@ -41,18 +41,19 @@ synth_test = 500
 # %%
 import numpy as np
 
-from hrnet_lib import book, viz
+from hrnet_lib import viz
+from hrnet_lib.book import chapter
 from hrnet_lib.data import loader, wflw
 from hrnet_lib.evaluate import metrics, report
 
-root = book.ensure_data(data_root, data_kind, synth_train, synth_test)
-run = book.repo_path(run_dir)
-if not book.run_finished(run):
+root = chapter.ensure_data(data_root, data_kind, synth_train, synth_test)
+run = chapter.repo_path(run_dir)
+if not chapter.run_finished(run):
     raise FileNotFoundError(
         f"{run}: no finished training run; execute 03-multi-gpu-training (or `make train`)"
     )
-results = book.ensure_results(run, root)
-trained = book.run_provenance(run, data_kind, preset, root)
+results = chapter.ensure_results(run, root)
+trained = chapter.run_provenance(run, data_kind, preset, root)
 print(viz.provenance(trained, results))
 
 # %% [markdown]
@@ -75,7 +76,7 @@ model, baseline = results["table"]["model"], results["table"]["baseline"]
 published = [report.PUBLISHED[column] for column in report.COLUMNS]
 ours = nme_row("this run", model)
 rows = [["published HRNetV2-W18 (mmpose)", *published], ours]
-if book.comparable(data_kind, preset, run):
+if chapter.comparable(data_kind, preset, run):
     pairs = zip(ours[1:], published, strict=True)
     rows.append(["this run - published", *(None if v is None else v - p for v, p in pairs)])
 rows.append(nme_row("mean-shape baseline", baseline))
@@ -83,7 +84,7 @@ viz.show(
     viz.markdown_table(["NME (%)", *report.COLUMNS], rows),
     f"NME (%) on the test set and its six subsets, in the model-zoo table's form; published: "
     f"{report.PUBLISHED_SOURCE}. This run: {results['provenance']['checkpoint']} "
-    f"({book.model_line(results)}), flip test, standard decoder, crops: {results['provenance']['annotations']}.",
+    f"({chapter.model_line(results)}), flip test, standard decoder, crops: {results['provenance']['annotations']}.",
     trained,
     results,
 )
@@ -113,14 +114,8 @@ viz.show(
 # ## Cumulative error distributions per subset
 
 # %%
-thresholds = np.asarray(results["ced"]["thresholds"])
-curves = {
-    f"{name} (AUC {model[name]['auc']:.3f})": (thresholds, np.asarray(results["ced"][name]))
-    for name in report.COLUMNS
-    if results["ced"][name]
-}
 viz.show(
-    viz.plot_ced(curves, threshold=float(thresholds[-1])),
+    viz.plot_ced(report.ced_curves(results), threshold=report.FR_THRESHOLD),
     "Share of faces whose NME is below each threshold, for the test set and each non-empty subset.",
     trained,
     results,
@@ -191,8 +186,8 @@ viz.show(
 # %%
 variants = {
     "this run: flip test, standard decoder (published protocol)": results,
-    "this run: no flip test": book.ensure_results(run, root, "results-noflip", ["--no-flip"]),
-    "this run: flip test, DARK decoder": book.ensure_results(
+    "this run: no flip test": chapter.ensure_results(run, root, "results-noflip", ["--no-flip"]),
+    "this run: flip test, DARK decoder": chapter.ensure_results(
         run, root, "results-dark", ["--decoder", "dark"]
     ),
 }
@@ -213,7 +208,7 @@ for name, variant in variants.items():
         )
 viz.show(
     viz.markdown_table(["NME (%)", *report.COLUMNS], ablation, digits=3),
-    f"Flip-test and decoder ablations of this run's checkpoint ({book.model_line(results)}), NME %, "
+    f"Flip-test and decoder ablations of this run's checkpoint ({chapter.model_line(results)}), NME %, "
     f"beside mmpose's published rows.",
     trained,
     results,
@@ -229,13 +224,13 @@ viz.show(
 # evaluated on those crops (`--annotations`), otherwise on landmark-box crops; the caption says which.
 
 # %%
-checkpoint = book.repo_path(book.PUBLISHED_CHECKPOINT)
+checkpoint = chapter.repo_path(chapter.PUBLISHED_CHECKPOINT)
 if checkpoint.is_file() and data_kind == "wflw":
     extra = ["--checkpoint", str(checkpoint)]
-    mmpose_json = book.repo_path(book.MMPOSE_JSON)
+    mmpose_json = chapter.repo_path(chapter.MMPOSE_JSON)
     if mmpose_json.is_dir():
         extra += ["--annotations", str(mmpose_json)]
-    official = book.ensure_results(run, root, "published", extra)
+    official = chapter.ensure_results(run, root, "published", extra)
     paired = report.paired_difference(results, official)
     rows = [
         ["published HRNetV2-W18 (mmpose)", *published],
@@ -256,6 +251,8 @@ if checkpoint.is_file() and data_kind == "wflw":
     )
 else:
     reason = (
-        "the data is not real WFLW" if checkpoint.is_file() else f"{book.PUBLISHED_CHECKPOINT} is not present"
+        "the data is not real WFLW"
+        if checkpoint.is_file()
+        else f"{chapter.PUBLISHED_CHECKPOINT} is not present"
     )
     print(f"published checkpoint not evaluated: {reason}")

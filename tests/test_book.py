@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hrnet_lib import book
+from hrnet_lib.book import build, chapter, report_page
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_COLUMNS = ["NME (%)", "test", "pose", "illumination", "occlusion", "blur", "makeup", "expression"]
@@ -114,7 +114,7 @@ def test_every_page_exists_with_its_figures_embedded(built: dict[str, Path]) -> 
 
 
 def test_no_generated_notebook_keeps_an_error_and_parameters_were_injected(built: dict[str, Path]) -> None:
-    for name in book.NOTEBOOKS:
+    for name in build.NOTEBOOKS:
         notebook = json.loads((built["out"] / "generated" / f"{name}.ipynb").read_text())
         outputs = [o for cell in notebook["cells"] for o in cell.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"], name
@@ -138,7 +138,7 @@ def test_evaluation_page_has_the_seed_table_with_this_runs_numbers(built: dict[s
 
 def test_training_ran_with_two_processes_and_its_curves_come_from_the_log(built: dict[str, Path]) -> None:
     info = json.loads((built["run"] / "config.json").read_text())
-    assert info["world_size"] == book.default_nproc("smoke", 0)
+    assert info["world_size"] == build.default_nproc("smoke", 0)
     page = read(built, "generated/03-multi-gpu-training.html")
     table = next(t for t in page.tables if t and t[0][:2] == ["setting", "this run"])
     settings = {row[0]: row[1] for row in table[1:]}
@@ -185,20 +185,20 @@ def test_remote_assets_finds_remote_scripts_and_stylesheets(tmp_path: Path) -> N
         '<script src="https://cdn.example/x.js"></script><link rel="stylesheet" href="//cdn.example/s.css">'
         '<script src="_static/local.js"></script><a href="https://example.org">a link is fine</a>'
     )
-    found = book.remote_assets(tmp_path)
+    found = build.remote_assets(tmp_path)
     assert len(found) == 2 and all(line.startswith("a.html: ") for line in found)
-    with pytest.raises(book.BookError, match="remote scripts"):
-        book.check_offline(tmp_path)
+    with pytest.raises(build.BookError, match="remote scripts"):
+        build.check_offline(tmp_path)
 
 
 def test_read_log_splits_records_and_names_a_bad_line(tmp_path: Path) -> None:
     lines = [{"iteration": 1, "loss": 0.5}, {"iteration": 2, "epoch": 0, "val_nme": 0.3}, {"iteration": 3}]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    steps, validations = book.read_log(tmp_path)
+    steps, validations = chapter.read_log(tmp_path)
     assert [s["iteration"] for s in steps] == [1, 3] and validations == [lines[1]]
     (tmp_path / "log.jsonl").write_text('{"iteration": 1}\n{not json\n')
     with pytest.raises(ValueError, match="log.jsonl:2"):
-        book.read_log(tmp_path)
+        chapter.read_log(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -214,10 +214,10 @@ def test_only_the_published_recipe_on_wflw_is_set_against_its_row(
     tmp_path: Path, config: dict, variants: list[str]
 ) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"config": config}))
-    assert book.recipe_variants(tmp_path) == variants
-    assert book.comparable("wflw", "wflw-mmpose", tmp_path) == (not variants)
-    assert not book.comparable("synthetic", "wflw-mmpose", tmp_path)
-    assert not book.comparable("wflw", "cpu-default")
+    assert chapter.recipe_variants(tmp_path) == variants
+    assert chapter.comparable("wflw", "wflw-mmpose", tmp_path) == (not variants)
+    assert not chapter.comparable("synthetic", "wflw-mmpose", tmp_path)
+    assert not chapter.comparable("wflw", "cpu-default")
 
 
 def test_report_of_a_run_without_hold_out_says_so(tmp_path: Path) -> None:
@@ -233,43 +233,43 @@ def test_report_of_a_run_without_hold_out_says_so(tmp_path: Path) -> None:
     evaluate = ["--checkpoint", str(run / "best.pt"), "--data-root", str(data), "--device", "cpu", "--quiet"]
     assert report.main([*evaluate, "--out", str(run / "results.json")]) == 0
     parameters = {"run_dir": str(run), "data_kind": "synthetic", "preset": "smoke", "data_root": str(data)}
-    summary = book.report_summary(parameters)
+    summary = report_page.report_summary(parameters)
     assert "no validation hold-out (val_fraction=0): best.pt holds the final weights" in summary
     assert "95% bootstrap interval over faces" in summary
 
 
 def test_smoke_parameters_use_the_private_work_folder(tmp_path: Path) -> None:
-    parameters = book.notebook_parameters("smoke", "runs/x", "data/WFLW", "wflw", 2, tmp_path)
+    parameters = build.notebook_parameters("smoke", "runs/x", "data/WFLW", "wflw", 2, tmp_path)
     assert parameters["data_root"] == str(tmp_path / "data") and parameters["run_dir"] == str(
         tmp_path / "run"
     )
     assert parameters["data_kind"] == "synthetic" and parameters["nproc"] == 2
-    assert book.repo_path("runs/x") == REPO / "runs" / "x" and book.repo_path(tmp_path) == tmp_path
-    assert not book.run_finished(tmp_path)
+    assert chapter.repo_path("runs/x") == REPO / "runs" / "x" and chapter.repo_path(tmp_path) == tmp_path
+    assert not chapter.run_finished(tmp_path)
     with pytest.raises(ValueError, match="work folder"):
-        book.notebook_parameters("smoke", "runs/x", "data", "synthetic", 2, None)
+        build.notebook_parameters("smoke", "runs/x", "data", "synthetic", 2, None)
 
 
 def test_each_notebook_source_has_one_parameters_cell_with_the_shared_names() -> None:
     import jupytext
 
     names = None
-    for name in book.NOTEBOOKS:
-        notebook = jupytext.read(book.NBS / f"{name}.py")
+    for name in build.NOTEBOOKS:
+        notebook = jupytext.read(build.NBS / f"{name}.py")
         cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(cells) == 1, name
         assigned = [line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line]
         assert names is None or assigned == names, name
         names = assigned
-    assert set(book.notebook_parameters("smoke", "r", "d", "synthetic", 2, Path("w"))) == set(names or [])
+    assert set(build.notebook_parameters("smoke", "r", "d", "synthetic", 2, Path("w"))) == set(names or [])
 
 
 def test_stream_echoes_lines_throttles_progress_and_reports_failures(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    book.stream([sys.executable, "-c", "import sys; sys.stdout.write('10%\\r20%\\r30%\\rdone\\n')"])
+    chapter.stream([sys.executable, "-c", "import sys; sys.stdout.write('10%\\r20%\\r30%\\rdone\\n')"])
     lines = capsys.readouterr().out.splitlines()[1:]
     assert lines == ["10%", "done"]  # progress updates within 5 s after a printed one are skipped
     script = "import sys; print('step 1'); print('bad input', file=sys.stderr); sys.exit(3)"
-    with pytest.raises(book.CommandError, match=r"status 3; its last output:\nstep 1\nbad input"):
-        book.stream([sys.executable, "-c", script])
+    with pytest.raises(chapter.CommandError, match=r"status 3; its last output:\nstep 1\nbad input"):
+        chapter.stream([sys.executable, "-c", script])

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from hrnet_lib.data import cli, download, wflw
+from hrnet_lib.model import pretrained
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -373,14 +374,14 @@ def test_weights_are_checked_then_put_in_place(server: Server, tmp_path: Path) -
     server.files["/w.pth"] = data = imagenet_like_weights()
     dest = tmp_path / "data" / "hrnetv2_w18-00eb2006.pth"
     lines: list[str] = []
-    assert download.download_weights(dest, weights_entry(server.url("/w.pth")), log=lines.append) == dest
+    assert pretrained.download_weights(dest, weights_entry(server.url("/w.pth")), log=lines.append) == dest
     assert dest.read_bytes() == data
     assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]  # no staging file left
     assert any("NOT verified" in line for line in lines)  # the manifest has no hash for it
     assert any("imagenet" in line and "classifier" in line for line in lines)  # the load report
     # A file already there is kept, without asking the server again.
     requests = len(server.requests)
-    download.download_weights(dest, weights_entry(server.url("/w.pth")), log=lines.append)
+    pretrained.download_weights(dest, weights_entry(server.url("/w.pth")), log=lines.append)
     assert len(server.requests) == requests
 
 
@@ -394,7 +395,7 @@ def test_weights_that_do_not_load_into_the_backbone_are_deleted(
     server.files["/w.pth"] = imagenet_like_weights(with_head=True) if content == "with_head" else content
     dest = tmp_path / "hrnetv2_w18-00eb2006.pth"
     with pytest.raises(download.DownloadError, match=message):
-        download.download_weights(dest, weights_entry(server.url("/w.pth")), log=lambda _: None)
+        pretrained.download_weights(dest, weights_entry(server.url("/w.pth")), log=lambda _: None)
     assert list(tmp_path.iterdir()) == []
 
 

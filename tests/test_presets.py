@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from hrnet_lib.train.loop import batch_sizes
 from hrnet_lib.train.presets import PRESETS, ConfigError, TrainConfig, apply_overrides, get_preset
+from hrnet_lib.train.runtime import batch_sizes
 
 
 def test_published_recipe_matches_facts() -> None:

@@ -29,18 +29,13 @@ from hrnet_lib.data.wflw import load_split
 from hrnet_lib.model.hrnet import build_model
 from hrnet_lib.train import loop
 from hrnet_lib.train.checkpoint import load_checkpoint
-from hrnet_lib.train.loop import (
-    EpochSampler,
-    adaptive_wing,
-    build_datasets,
-    heatmap_loss,
-    lr_at,
-    main,
-    split_train_val,
-    validate,
-    validation_batches,
-)
+from hrnet_lib.train.datasets import build_datasets, validation_batches
+from hrnet_lib.train.loop import main
 from hrnet_lib.train.presets import apply_overrides, get_preset
+from hrnet_lib.train.recipe import adaptive_wing, heatmap_loss, lr_at
+from hrnet_lib.train.runtime import out_of_memory_advice
+from hrnet_lib.train.sampler import EpochSampler, split_train_val
+from hrnet_lib.train.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
 # One compute thread per training process: under a parallel test run, two-thread processes on two cores
@@ -652,7 +647,7 @@ def test_out_of_memory_names_the_setting_to_change(
     assert "set per_device_batch=2 (gradient accumulation keeps the global batch at 4)" in err
     assert f"the last good checkpoint is {run / 'last.pt'} (iteration 2)" in err
     assert load_checkpoint(run / "last.pt")["iteration"] == 2
-    assert "one image does not fit" in loop.out_of_memory_advice(1, 4, torch.device("cpu"))
+    assert "one image does not fit" in out_of_memory_advice(1, 4, torch.device("cpu"))
 
 
 def test_pretrained_imagenet_backbone_is_loaded(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hrnet_lib.data import download, wflw
+from hrnet_lib.model import pretrained
 
 REPO_MANIFEST = Path(__file__).resolve().parents[2] / "data" / "manifest.json"
 
@@ -62,7 +63,7 @@ def fetch_weights(out: Path, manifest: Path | None, timeout: float) -> int:
     """Download and check the ImageNet HRNetV2-W18 weights; a clear message, not a traceback."""
     manifest = manifest or REPO_MANIFEST
     try:
-        download.download_weights(out, download.load_weights_entry(manifest), timeout=timeout)
+        pretrained.download_weights(out, download.load_weights_entry(manifest), timeout=timeout)
     except download.DownloadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ all of them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -566,3 +567,13 @@ def read_mmpose_json(path: str | Path) -> list[Face]:
             )
         )
     return faces
+
+
+def data_manifest(root: Path) -> str:
+    """SHA-256 over the annotation files (relative path and bytes), identifying the data a run used."""
+    digest = hashlib.sha256()
+    base = root / ANNOTATION_DIR
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(base)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

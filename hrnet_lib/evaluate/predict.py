@@ -25,8 +25,10 @@ import cv2
 import numpy as np
 import torch
 
-from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
-from hrnet_lib.evaluate.report import load_model, resolve_device
+from hrnet_lib.device import resolve_device
+from hrnet_lib.evaluate.decode import DECODERS
+from hrnet_lib.evaluate.inference import crops_to_landmarks
+from hrnet_lib.evaluate.report import load_model
 from hrnet_lib.io import atomic_bytes, prepare_output, save_json
 
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -99,11 +101,19 @@ def predict_landmarks(
         rgb = crop[..., ::-1].astype(np.float32)
         crops.append(((rgb - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)).transpose(2, 0, 1))
     device = torch.device(device)
-    batch = torch.from_numpy(np.stack(crops)).to(device)
-    heatmaps = predict_heatmaps(model.to(device), batch, flip=flip)
-    keypoints, scores = (t.cpu().numpy() for t in decode_heatmaps(heatmaps, decoder))
-    landmarks = to_image_pixels(keypoints, np.stack(centers), np.stack(scales), input_size, heatmap_size)
-    return landmarks, scores
+    batch = torch.from_numpy(np.stack(crops))
+    return crops_to_landmarks(
+        model.to(device),
+        device,
+        batch,
+        np.stack(centers),
+        np.stack(scales),
+        input_size,
+        heatmap_size,
+        flip,
+        decoder,
+        bf16=False,  # fp32 everywhere, as predict always ran
+    )
 
 
 def draw(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

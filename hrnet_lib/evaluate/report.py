@@ -33,9 +33,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hrnet_lib.evaluate.decode import DECODERS, decode_heatmaps, predict_heatmaps, to_image_pixels
+from hrnet_lib import viz
+from hrnet_lib.data.loader import WFLWDataset, build_loader, crop_box
+from hrnet_lib.data.wflw import IMAGE_DIR, MATCH_TOLERANCE, load_split, load_subsets, read_mmpose_json
+from hrnet_lib.device import resolve_device
+from hrnet_lib.evaluate.decode import DECODERS
+from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.evaluate.metrics import bootstrap_ci, ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
 from hrnet_lib.io import atomic_bytes, prepare_output
+from hrnet_lib.model.hrnet import build_model
+from hrnet_lib.model.weights import WeightsMismatchError, load_weights, read_checkpoint
 from hrnet_lib.provenance import git_commit, hardware
 
 #: The column order of the mmpose model-zoo table.
@@ -91,9 +98,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     settings: hrnetv2_w18, bilinear fusion, 256 -> 64. The settings also name the weights' layout.
     A file without a trained heatmap head (ImageNet or backbone-only weights) is an error.
     """
-    from hrnet_lib.model.hrnet import build_model
-    from hrnet_lib.model.weights import WeightsMismatchError, load_weights, read_checkpoint
-
     state, _ = read_checkpoint(path)
     config = dict(PUBLISHED_CONFIG)
     if isinstance(state, dict) and "model" in state and isinstance(state.get("config"), dict):
@@ -110,24 +114,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         )
     config["weights_layout"] = loaded.layout
     return model, config
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for a name: "auto" is cuda when available, else cpu; a ValueError saying what is
-    valid for a name torch does not know, another device type, or a GPU this machine does not have."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here (use auto or cpu)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
-    return device
 
 
 def predict_faces(
@@ -149,30 +135,23 @@ def predict_faces(
     Batched, in inference mode; bf16 autocast and channels_last when ``device`` is CUDA and ``bf16``
     (heatmaps are averaged and decoded in float32).
     """
-    from hrnet_lib.data.loader import WFLWDataset, build_loader
-
     device = torch.device(device)
-    cuda = device.type == "cuda"
     model = model.to(device)
-    if cuda:
+    if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     dataset = WFLWDataset(faces, image_root, train=False, input_size=input_size, heatmap_size=heatmap_size)
     loader = build_loader(dataset, batch_size, train=False, workers=workers)
     out: np.ndarray | None = None
     with tqdm(total=len(faces), desc="evaluating", unit="face", disable=not progress) as bar:
         for batch in loader:
-            images = batch["image"].to(device, non_blocking=True)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and bf16):
-                heatmaps = predict_heatmaps(model, images, flip=flip)
-            keypoints = decode_heatmaps(heatmaps, decoder)[0].cpu().numpy()
-            if out is None:
-                out = np.zeros((len(faces), keypoints.shape[1], 2))
-            out[batch["index"].numpy()] = to_image_pixels(
-                keypoints, batch["center"].numpy(), batch["scale"].numpy(), input_size, heatmap_size
+            centers, scales = batch["center"].numpy(), batch["scale"].numpy()
+            landmarks, _ = crops_to_landmarks(
+                model, device, batch["image"], centers, scales, input_size, heatmap_size, flip, decoder, bf16
             )
-            bar.update(len(images))
+            if out is None:
+                out = np.zeros((len(faces), landmarks.shape[1], 2))
+            out[batch["index"].numpy()] = landmarks
+            bar.update(len(landmarks))
     if out is None:
         raise ValueError("no faces to evaluate")
     return out
@@ -181,8 +160,6 @@ def predict_faces(
 def with_official_crops(faces: list, json_path: str | Path) -> list:
     """The faces with the official crop centre/scale of mmpose's json, matched by image file name and
     landmarks; every face must have exactly one match (an error names the face's annotation line)."""
-    from hrnet_lib.data.wflw import MATCH_TOLERANCE, read_mmpose_json
-
     by_name: dict[str, list] = {}
     for entry in read_mmpose_json(json_path):
         by_name.setdefault(Path(entry.image).name, []).append(entry)
@@ -283,6 +260,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def baseline_landmarks(data_root: Path, test_boxes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The mean-shape baseline's landmarks: the mean training shape placed in each test face's landmark-box
+    crop (the training split has no official crops, so both splits use landmark boxes)."""
+    train_faces = load_split(data_root, "train", check_images=False)
+    train_boxes = [crop_box(face) for face in train_faces]
+    return mean_shape_baseline(
+        np.stack([face.landmarks for face in train_faces]),
+        np.stack([c for c, _ in train_boxes]),
+        np.stack([s for _, s in train_boxes]),
+        np.stack([c for c, _ in test_boxes]),
+        np.stack([s for _, s in test_boxes]),
+    )
+
+
+def ced_record(per_face: np.ndarray, subsets: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """The results file's CED curves: shared thresholds, and the share of faces below each per column."""
+    curves = {"thresholds": ced(per_face, FR_THRESHOLD)[0].tolist()}
+    for name in COLUMNS:
+        errors = per_face if name == "test" else per_face[subsets[name]]
+        curves[name] = ced(errors, FR_THRESHOLD)[1].tolist() if len(errors) else []
+    return curves
+
+
+def run_record(device: torch.device) -> dict[str, str]:
+    """Where and when a result was computed: commit, UTC date, hardware and torch version."""
+    return {
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hardware": hardware(device),
+        "torch": torch.__version__,
+    }
+
+
 def evaluate(
     checkpoint: str | Path,
     data_root: str | Path,
@@ -297,16 +307,11 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate a checkpoint on the test set and its subsets; returns (results for the JSON, arrays:
     "predictions", "landmarks" (ground truth) and "baseline", each (N, K, 2) image pixels)."""
-    from hrnet_lib.data.loader import crop_box
-    from hrnet_lib.data.wflw import IMAGE_DIR, load_split, load_subsets
-
     data_root = Path(data_root)
     torch_device = resolve_device(device)
     model, config = load_model(checkpoint)
     faces = load_split(data_root, "test")
     subsets = load_subsets(data_root, faces)
-    # The mean-shape baseline places the mean training shape in landmark-box crops on both splits (the
-    # training split has no official crops), whatever crops the model is evaluated on.
     test_boxes = [crop_box(face) for face in faces]
     if annotations is not None:
         json_path = Path(annotations)
@@ -328,21 +333,8 @@ def evaluate(
     truth = np.stack([face.landmarks for face in faces])
     per_face = nme(predictions, truth)
 
-    train_faces = load_split(data_root, "train", check_images=False)
-    train_boxes = [crop_box(face) for face in train_faces]
-    baseline = mean_shape_baseline(
-        np.stack([face.landmarks for face in train_faces]),
-        np.stack([c for c, _ in train_boxes]),
-        np.stack([s for _, s in train_boxes]),
-        np.stack([c for c, _ in test_boxes]),
-        np.stack([s for _, s in test_boxes]),
-    )
+    baseline = baseline_landmarks(data_root, test_boxes)
     baseline_per_face = nme(baseline, truth)
-
-    curves = {"thresholds": ced(per_face, FR_THRESHOLD)[0].tolist()}
-    for name in COLUMNS:
-        errors = per_face if name == "test" else per_face[subsets[name]]
-        curves[name] = ced(errors, FR_THRESHOLD)[1].tolist() if len(errors) else []
     checkpoint = Path(checkpoint)
     results = {
         "provenance": {
@@ -356,10 +348,7 @@ def evaluate(
             "flip_test": flip,
             "precision": "bf16" if torch_device.type == "cuda" and bf16 else "fp32",
             "model": config,
-            "commit": git_commit(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "hardware": hardware(torch_device),
-            "torch": torch.__version__,
+            **run_record(torch_device),
         },
         "table": {
             "title": checkpoint.name,
@@ -375,40 +364,33 @@ def evaluate(
         ],
         "per_landmark_nme": per_landmark_nme(predictions, truth).tolist(),
         "baseline_per_face_nme": baseline_per_face.tolist(),
-        "ced": curves,
+        "ced": ced_record(per_face, subsets),
     }
     arrays = {"predictions": predictions, "landmarks": truth, "baseline": baseline}
     return results, arrays
 
 
+def ced_curves(results: dict[str, Any], baseline: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The CED curves of a results file for `viz.plot_ced`: the test set and each non-empty subset,
+    labelled with their AUC, and with `baseline` the mean-shape baseline's on the test set."""
+    thresholds = np.asarray(results["ced"]["thresholds"])
+    model = results["table"]["model"]
+    curves = {
+        f"{name} (AUC {model[name]['auc']:.3f})": (thresholds, np.asarray(results["ced"][name]))
+        for name in COLUMNS
+        if results["ced"][name]
+    }
+    if baseline and results.get("baseline_per_face_nme"):
+        floor = ced(np.asarray(results["baseline_per_face_nme"]), FR_THRESHOLD, len(thresholds) - 1)[1]
+        curves["mean-shape baseline, test"] = (thresholds, floor)
+    return curves
+
+
 def plot_ced(results: dict[str, Any], path: str | Path) -> None:
-    """CED curves of the test set and each subset (NME up to 10%), saved as an image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = results["ced"]
-    thresholds = 100 * np.asarray(curves["thresholds"])
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name in COLUMNS:
-        if curves[name]:
-            auc = results["table"]["model"][name]["auc"]
-            ax.plot(
-                thresholds, curves[name], lw=2 if name == "test" else 1.2, label=f"{name} (AUC {auc:.3f})"
-            )
-    if results.get("baseline_per_face_nme"):
-        _, floor = ced(np.asarray(results["baseline_per_face_nme"]), FR_THRESHOLD, len(thresholds) - 1)
-        ax.plot(thresholds, floor, "k--", lw=1, label="mean-shape baseline, test")
-    ax.set(xlabel="NME (%)", ylabel="share of faces", xlim=(0, thresholds[-1]), ylim=(0, 1))
-    ax.set_title(f"CED, {results['table']['title']}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    atomic_bytes(Path(path), buffer.getvalue())
+    """The CED figure of a results file (test, subsets and the baseline), written as a PNG."""
+    curves = ced_curves(results, baseline=True)
+    figure = viz.plot_ced(curves, FR_THRESHOLD, f"CED, {results['table']['title']}")
+    atomic_bytes(path, viz.figure_png(figure, dpi=120))
 
 
 def sidecar_paths(out: Path) -> tuple[Path, Path]:

@@ -71,11 +71,9 @@ def optimize_for_inference(
 ) -> InferenceModel:
     """A new, eval-mode copy of `model` for the fastest inference on the model's device.
 
-    conv+BN fused always; channels_last by default (measured on a 2-core CPU, W18 at 256x256: NCHW
-    unfused 7.0 images/s, fused 7.4-7.9, fused + channels_last 12.0-12.7 at batch 1 and 8, ~1.8x; on GPU
-    channels_last suits cuDNN's tensor-core kernels);
-    torch.compile by default on CUDA only (CPU compilation takes minutes to warm up). Outputs equal the
-    original model's in eval mode within 1e-4 relative. `model` itself is not changed.
+    conv+BN fused always, channels_last by default (faster on CPUs and cuDNN's tensor cores alike; see
+    MEASUREMENTS.md), torch.compile by default on CUDA only (CPU compilation takes minutes). Outputs equal
+    the original model's in eval mode within 1e-4 relative; `model` itself is not changed.
     """
     device = next(model.parameters()).device
     fast = copy.deepcopy(model).eval()

@@ -126,6 +126,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"bad {name}={getattr(self, name)!r}: must be {valid}")
 
+    def augment(self) -> Augment:
+        """The training augmentation these fields describe."""
+        return Augment(
+            self.flip_prob, self.scale_sigma, self.scale_range, self.rot_sigma, self.rot_max, self.rot_prob
+        )
+
     def to_dict(self) -> dict[str, typing.Any]:
         """Plain JSON-able dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -167,21 +173,9 @@ def _smoke() -> TrainConfig:
 def _cpu_default() -> TrainConfig:
     """The embedded default that `make reproduce` trains on synthetic WFLW on a 2-core CPU.
 
-    Sized so data + training + evaluation + book fit in 20 minutes, with about 11-12 minutes of training.
-    Why this size (measured on the 2-core development machine, fp32, one training step of 32 images,
-    best of 5 steps): HRNetV2-W18-small-v2 takes 0.79 s at 96x96 input, 1.9 s at 128x128, W18 3.2 s
-    at 128x128. From scratch, images seen matter more than the resolution floor, so 96x96 input with
-    24x24 heatmaps (sigma 1 heatmap pixel) and `make synth`'s 1,500 training faces (1,350 after the
-    10% validation hold-out): 43 steps an epoch (the last padded to a whole batch), 16 epochs = 688 steps,
-    ~0.9 s a step in training (data wait ~1% with the face-crop cache and no worker process, which on 2
-    cores would only compete with the compute) -> ~11 minutes including ~2 s of validation an epoch.
-    One run (seed 0, commit 23fcf87, `make reproduce` from a fresh clone on a machine shared with other
-    work: 0.89 s a step, 735 s of training, 16 min 7 s in all): validation NME 32.9% after epoch 1, 5.0%
-    after 3, 3.9% after 6, 3.8% after 9, 2.87% after 16 (the mean-shape baseline on the test faces is
-    12.64%); test NME of best.pt 2.99% with flip test. The recipe keeps its shape: Adam 2e-3, warm-up,
-    x0.1 at about 2/3 and 11/12 of training, flip/scale/rotation augmentation. With `loss=awing` (commit
-    de43306, same data and seed) the test NME was 3.02%, and 2.99% again without it: a paired difference of
-    +0.03 points (95% bootstrap interval over the 500 faces -0.00 to +0.07), so no gain at this size.
+    Sized so that data, training, evaluation and the book fit in about 20 minutes: W18-small-v2 at 96x96
+    (images seen matter more than resolution from scratch), the recipe's shape kept (Adam 2e-3, warm-up,
+    x0.1 at about 2/3 and 11/12 of training). Its measured timings are in MEASUREMENTS.md.
     """
     return TrainConfig(
         model="hrnetv2_w18_small_v2",
@@ -203,17 +197,10 @@ def _cpu_default() -> TrainConfig:
 
 
 def _wflw_mmpose() -> TrainConfig:
-    """The published recipe as run by mmpose: 8 GPUs x 64 images = global batch 512, 60 epochs.
+    """The published recipe as mmpose ran it: 8 GPUs x 64 images = global batch 512, 60 epochs.
 
-    BatchNorm normalises over each GPU's 64 images, as in mmpose (no SyncBN). One difference remains by
-    design: 5% of the train split (375 faces) is held out to pick best.pt, where mmpose picks on the test
-    set, so an epoch is 14 steps of 512 (its last padded) instead of mmpose's 15, 840 in all instead of
-    900, and the 500-step warm-up ends in epoch 36 instead of 34. `val_fraction=0` removes that
-    difference: all 7,500 faces, 15 steps an epoch, 900 in all, no validation, and best.pt is the final
-    weights (mmpose's own number is its best epoch on the test set, which no clean protocol can copy).
-    `unbiased=true` (then `evaluate --decoder dark`) is mmpose's DARK variant of this recipe (3.98), and
-    `loss=awing` its Adaptive Wing variant (4.02). Not compiled by default, for the reason given under
-    `wflw-1gpu`; `compile=true` turns it on.
+    BatchNorm over each GPU's 64 images, as in mmpose. 5% of the train split is held out to pick best.pt
+    (mmpose picked on the test set); `val_fraction=0` trains on all of it, mmpose's 900 steps.
     """
     return TrainConfig(global_batch=512, per_device_batch=64, workers=8)
 
@@ -221,27 +208,9 @@ def _wflw_mmpose() -> TrainConfig:
 def _wflw_1gpu() -> TrainConfig:
     """The published recipe on one GPU: the whole global batch of 512 in one pass, 60 epochs.
 
-    bf16 autocast, channels_last, the face-crop cache and heatmaps encoded on the GPU; validation in
-    batches of 512 too, the training step's input shape for every call. If the GPU cannot hold 512
-    images the first step stops with a message naming `per_device_batch=256` (gradient accumulation;
-    the global batch stays 512).
-
-    Measured on one H200 (torch 2.11, cu130, cuDNN 9.19; `.ci/gpu-check`, 7,124 synthetic training faces,
-    14 steps an epoch, 840 in all; commit 64339bb): epochs 1-59 (826 steps) took 549.9 s of the training
-    loop in one process, 22.3 s of setup (the face-crop cache included) and a 51.4 s first step among
-    them; steady steps 0.506 s (1,012 images/s, median of the logged windows), 45.5 GB peak memory, 0.02%
-    data wait, validation 0.18-0.31 s an epoch (the first included). The device's time limit stopped
-    that process (SIGTERM: last.pt saved at step 828, mid-epoch); resumed in a new process, the last 12
-    steps took 69.2 s, 16.7 s of setup and a 45.7 s cold first step among them. So a full run in one
-    process was not measured on this card, and no H100 run at all.
-    Earlier (commit 016ab69) the first validation took 37.0 s; since 9c6ca3c the validation batches are
-    loaded once before training and decoded on the GPU. With `cudnn_benchmark=false` (016ab69) the
-    first step took 45.7 s and steady steps 0.537 s, so the cold first step is not cuDNN's algorithm
-    search, and the search makes steps 8% faster.
-    For comparison, mmpose's 8 passes of 64 (`per_device_batch=64`, `make bench` on the same card) ran
-    485 images/s. BatchNorm statistics are over each pass's images: 512 here, 64 in mmpose's run
-    (`per_device_batch=64` reproduces that). Compiling cost 190 s more start-up than eager (measured with
-    4 passes of 128), so it is off by default (`compile=true`).
+    BatchNorm statistics are over each pass's 512 images (`per_device_batch=64` gives mmpose's 64);
+    validation runs the same batch shape, and `compile=true` trades start-up time for step time.
+    Its measured timings are in MEASUREMENTS.md.
     """
     return TrainConfig(global_batch=512, per_device_batch=None, val_batch=512, workers=12)
 
