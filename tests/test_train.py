@@ -91,18 +91,39 @@ def test_lr_schedule_of_the_published_recipe() -> None:
     cfg = get_preset("wflw-mmpose")
     ipe = 13  # steps per epoch of 7,125 training faces at batch 512
     assert lr_at(0, ipe, cfg) == pytest.approx(2e-6)
-    assert lr_at(250, ipe, cfg) == pytest.approx(2e-3 * (0.001 + 0.999 * 0.5))
-    assert lr_at(499, ipe, cfg) == pytest.approx(2e-3 * (0.001 + 0.999 * 499 / 500))
-    assert lr_at(500, ipe, cfg) == pytest.approx(2e-3)  # end of warm-up
+    assert lr_at(250, ipe, cfg) == pytest.approx(2e-3 * (0.001 + 0.999 * 250 / 499))
+    assert lr_at(498, ipe, cfg) == pytest.approx(2e-3 * (0.001 + 0.999 * 498 / 499))
+    assert lr_at(499, ipe, cfg) == pytest.approx(2e-3)  # mmengine's LinearLR is at the full rate here
+    assert lr_at(500, ipe, cfg) == pytest.approx(2e-3)
     assert lr_at(40 * ipe - 1, ipe, cfg) == pytest.approx(2e-3)  # last step of epoch 39
     assert lr_at(40 * ipe, ipe, cfg) == pytest.approx(2e-4)  # first step of epoch 40
     assert lr_at(55 * ipe - 1, ipe, cfg) == pytest.approx(2e-4)
     assert lr_at(55 * ipe, ipe, cfg) == pytest.approx(2e-5)
     assert lr_at(60 * ipe - 1, ipe, cfg) == pytest.approx(2e-5)
-    warmup = [lr_at(i, ipe, cfg) for i in range(501)]
-    assert all(a < b for a, b in zip(warmup, warmup[1:-1], strict=False))
+    warmup = [lr_at(i, ipe, cfg) for i in range(500)]
+    assert all(a < b for a, b in zip(warmup, warmup[1:], strict=False))
     # A milestone inside the warm-up: both factors apply (mmcv scales the stepped lr).
-    assert lr_at(200, 5, cfg) == pytest.approx(2e-3 * 0.1 * (0.001 + 0.999 * 200 / 500))
+    assert lr_at(200, 5, cfg) == pytest.approx(2e-3 * 0.1 * (0.001 + 0.999 * 200 / 499))
+
+
+@pytest.mark.parametrize("warmup_iters", [1, 2, 7, 500])
+def test_warmup_matches_a_replay_of_mmengines_linear_lr(warmup_iters: int) -> None:
+    """mmengine's LinearLR(start_factor=r, by_epoch=False, begin=0, end=n) updates the optimiser's lr in
+    place: step 0 sets base * r; each later step i < n multiplies by 1 + (1 - r) / (T r + (i - 1)(1 - r))
+    with T = n - 1 (its total_iters); from step n on it leaves the lr alone. Replayed here step by step."""
+    cfg = dataclasses.replace(get_preset("wflw-mmpose"), warmup_iters=warmup_iters, milestones=())
+    ratio, total = cfg.warmup_ratio, warmup_iters - 1
+    lr = cfg.lr * ratio
+    replay = [lr]
+    for i in range(1, warmup_iters + 3):
+        if i < warmup_iters:
+            lr *= 1 + (1 - ratio) / (total * ratio + (i - 1) * (1 - ratio))
+        replay.append(lr)
+    ours = [lr_at(i, 1000, cfg) for i in range(warmup_iters + 3)]
+    if warmup_iters == 1:  # mmengine stays at base * r after a one-step warm-up; ours goes to the full rate
+        assert ours[0] == pytest.approx(replay[0], rel=1e-9) and ours[1:] == [cfg.lr] * (len(ours) - 1)
+    else:
+        assert ours == pytest.approx(replay, rel=1e-9)
 
 
 def test_loss_is_mmpose_joints_mse_with_target_weights() -> None:

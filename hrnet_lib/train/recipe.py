@@ -12,13 +12,15 @@ def lr_at(iteration: int, iters_per_epoch: int, cfg: TrainConfig) -> float:
     """Learning rate of optimiser step `iteration` (0-based), mmpose's schedule.
 
     Step decay by epoch: lr x gamma for every milestone epoch reached (epoch = iteration // iters_per_epoch,
-    0-based, so x0.1 from the first step of epoch 40). Linear warm-up on top for the first `warmup_iters`
-    steps: lr * (ratio + (1 - ratio) * iteration / warmup_iters).
+    0-based, so x0.1 from the first step of epoch 40). Linear warm-up on top, as mmengine's LinearLR moves
+    it: the factor goes from `warmup_ratio` at step 0 to 1 at step `warmup_iters` - 1 in equal steps.
     """
     epoch = iteration // iters_per_epoch
     lr = cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-    if iteration < cfg.warmup_iters:
-        lr *= cfg.warmup_ratio + (1.0 - cfg.warmup_ratio) * iteration / cfg.warmup_iters
+    if iteration < cfg.warmup_iters - 1:
+        lr *= cfg.warmup_ratio + (1.0 - cfg.warmup_ratio) * iteration / (cfg.warmup_iters - 1)
+    elif iteration < cfg.warmup_iters:  # a warm-up of one step: only step 0, at the ratio
+        lr *= cfg.warmup_ratio if cfg.warmup_iters == 1 else 1.0
     return lr
 
 
