@@ -1,7 +1,7 @@
 """The WFLW reader (hrnet_lib.data.wflw) and `python -m hrnet_lib data check` (hrnet_lib.data.cli).
 
 Datasets here are written by the tests themselves in the official layout (numpy faces, tiny cv2 jpgs);
-the real four-face fixture in ../shared is read in place when present.
+the four real faces of tests/data/wflw-mini are read in place.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import pytest
 
 from hrnet_lib.data import cli, wflw
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "wflw-mini"
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"real WFLW fixture not found at {FIXTURE}")
+FIXTURE = Path(__file__).resolve().parent / "data" / "wflw-mini"
 
 IMAGE_W, IMAGE_H = 80, 60
 
@@ -608,7 +607,6 @@ def test_read_mmpose_json_duplicate_image_id(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the real fixture
 
 
-@needs_fixture
 def test_fixture_checks_clean() -> None:
     stats, errors = wflw.check_dataset(FIXTURE, progress=False)
     assert errors == []
@@ -619,7 +617,6 @@ def test_fixture_checks_clean() -> None:
     assert all(len(v) == 0 for v in wflw.load_subsets(FIXTURE, faces).values())
 
 
-@needs_fixture
 def test_fixture_json_agrees_with_txt() -> None:
     txt = wflw.load_split(FIXTURE, "test")
     js = wflw.read_mmpose_json(FIXTURE / "mmpose_json" / "face_landmarks_wflw_test.json")
