@@ -461,7 +461,7 @@ def plot_decode(
         for col in cols:
             value = heatmap[row, col]
             color = "black" if value > middle else "white"
-            zoom.text(col, row + 0.32, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
+            zoom.text(col, row + 0.32, f"{value:.2g}", ha="center", va="center", fontsize=8, color=color)
     for (name, point), color in zip(steps.items(), ("#00c2ff", "#ffd400", "#ff3355"), strict=False):
         x, y = np.asarray(point, dtype=np.float64)
         zoom.annotate("", (x, y), (peak_x, peak_y), arrowprops={"arrowstyle": "-|>", "color": color, "lw": 2})

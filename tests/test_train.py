@@ -298,6 +298,11 @@ def test_ddp_check_commands_counts_and_differences() -> None:
     assert ddp_check.largest_difference(a, b) == 0.5  # integer buffers (BN's batch count) are not weights
     with pytest.raises(ValueError, match="differ in their keys"):
         ddp_check.largest_difference(a, {"w": a["w"]})
+    row = {"processes": 2, "device": "cpu", "global_batch": 4, "steps": 3, "step_s": 0.25}
+    row |= {"images_per_s": 16.0, "max_difference": 9.313e-10, "max_change": 0.0068}
+    lines = ddp_check.table([row]).splitlines()
+    assert lines[0] == "| " + " | ".join(ddp_check.COLUMNS) + " |"
+    assert lines[2] == "| 2 | cpu | 4 | 3 | 0.250 | 16.000 | 9.3e-10 | 0.0068 |"
 
 
 DETERMINISTIC = ["--preset", "smoke", "epochs=3", "deterministic=true"]

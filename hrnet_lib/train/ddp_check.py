@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from hrnet_lib import viz
 from hrnet_lib.io import read_json, read_jsonl
 from hrnet_lib.train.checkpoint import load_checkpoint
 from hrnet_lib.train.loop import build_training_model
@@ -32,6 +33,17 @@ CHECK_OVERRIDES = ("freeze_bn=true", "val_fraction=0", "log_every=1")
 # On GPUs: fp32 (bf16 rounds far above 1e-5) and a global batch that 1, 2, 4 and 8 processes share.
 GPU_OVERRIDES = ("device=cuda", "bf16=false", "global_batch=64")
 CPU_OVERRIDES = ("device=cpu", "global_batch=4")
+# The columns of the check's table: header and the row field each shows.
+COLUMNS = {
+    "processes": "processes",
+    "device": "device",
+    "global batch": "global_batch",
+    "steps": "steps",
+    "s / step": "step_s",
+    "images / s": "images_per_s",
+    "largest weight difference to 1 process": "max_difference",
+    "largest weight change": "max_change",
+}
 
 
 def train_command(nproc: int, args: Sequence[str]) -> list[str]:
@@ -113,3 +125,12 @@ def start_weights(preset: str, overrides: Sequence[str]) -> dict[str, torch.Tens
     cfg = apply_overrides(get_preset(preset), [*overrides, "device=cpu"])
     model = build_training_model(cfg, None, Runtime(0, 1, 0, torch.device("cpu")))
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    """The check's rows as a markdown table, the weight differences to two significant digits."""
+    cells = [
+        [f"{row[key]:.2g}" if key.startswith("max_") else row[key] for key in COLUMNS.values()]
+        for row in rows
+    ]
+    return viz.markdown_table(list(COLUMNS), cells, digits=3)
