@@ -165,8 +165,9 @@ viz.show(
 viz.show_source(HRNet.concat_branches, HRNet.forward)
 
 # %%
+# the four branches of stage 4 for a 256x256 image (random values: only shapes matter)
+features = [torch.randn(1, c, h, w) for c, h, w in summary["shapes"]["stage4"]]
 with torch.no_grad():
-    features = model.forward_features(torch.randn(1, 3, 256, 256))
     concatenated = model.concat_branches(features)
     heatmaps = model.head(concatenated)
 print("branches:", [tuple(f.shape) for f in features])

@@ -105,7 +105,7 @@ def run_check(
         info = read_json(run / "config.json")
         rows.append(
             {
-                "processes": count,
+                "processes": info["world_size"],  # as the run recorded it
                 "device": info["device"],
                 "global_batch": info["config"]["global_batch"],
                 "steps": steps,
@@ -115,8 +115,8 @@ def run_check(
             }
         )
     start = start_weights(preset, args)
-    for row in rows:
-        row["max_change"] = largest_difference(weights[row["processes"]], start)
+    for row, count in zip(rows, processes, strict=True):
+        row["max_change"] = largest_difference(weights[count], start)
     return rows
 
 
