@@ -98,15 +98,22 @@ $(RUN)/results.json: $(RUN)/summary.json
 	  $(PY) -m hrnet_lib evaluate --checkpoint $(PUBLISHED_CKPT) --data-root $(DATA_ROOT) --out $(RUN)/published.json \
 	    $(if $(wildcard data/WFLW/mmpose_json),--annotations data/WFLW/mmpose_json))
 
+# PRESET=smoke makes its own tiny synthetic data and run in runs/smoke (kept, so a second build reuses them).
 book: setup
-	$(PY) -m hrnet_lib.book --preset $(or $(filter smoke,$(PRESET)),$(PRESET)) --run $(RUN) --data-root $(DATA_ROOT) --data-kind $(DATA) --gpus $(NPROC)
+	$(PY) -m hrnet_lib.book --preset $(or $(filter smoke,$(PRESET)),$(PRESET)) --run $(RUN) --data-root $(DATA_ROOT) \
+	  --data-kind $(DATA) --gpus $(NPROC) $(if $(filter smoke,$(PRESET)),--work runs/smoke)
 
 reproduce: evaluate
 	$(PY) -m hrnet_lib.book --preset $(PRESET) --run $(RUN) --data-root $(DATA_ROOT) --data-kind $(DATA) --gpus $(NPROC)
 	@echo "book: book/_build/html/index.html"
 
+# JupyterLab reads the project's settings from jupyter/ too: jupyter/labconfig/default_setting_overrides.json
+# makes the Jupytext notebook the default viewer of .py files, so a double click opens nbs/*.py as notebooks.
+# LAB_ARGS adds options, e.g. LAB_ARGS="--no-browser --port 8899".
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir nbs $(if $(filter 0,$(shell id -u)),--allow-root,)
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))" \
+	  $(VENV)/bin/jupyter lab --notebook-dir nbs $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 bench: setup
 	$(PY) -m hrnet_lib bench --out bench

@@ -9,8 +9,11 @@ look at what was drawn. Image coordinates follow the data: pixel centres at inte
 from __future__ import annotations
 
 import datetime
+import inspect
 import io
 import json
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, Rectangle
+from matplotlib.patches import FancyArrowPatch, Polygon, Rectangle
 
 # WFLW's 98 landmarks by facial part (FACTS.md): indices in drawing order and whether the outline closes.
 FACE_PARTS: dict[str, tuple[tuple[int, ...], bool]] = {
@@ -47,6 +50,8 @@ PART_COLORS: dict[str, str] = {
     "inner lip": "#e377c2",
     "pupils": "#17becf",
 }
+# The repository root: source files are named relative to it.
+REPO = Path(__file__).resolve().parents[1]
 # The fields of a run's provenance, in the order the caption states them.
 PROVENANCE_FIELDS = ("data_kind", "preset", "commit", "data_checksum", "date", "hardware")
 
@@ -59,8 +64,9 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def figure_png(fig: Figure, dpi: float = 110.0) -> bytes:
-    """The figure as PNG bytes (what the book embeds; independent of any notebook backend)."""
+def figure_png(fig: Figure, dpi: float = 144.0) -> bytes:
+    """The figure as PNG bytes (what the book embeds, at its column width; independent of any notebook
+    backend)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
@@ -174,7 +180,7 @@ def face_grid(
             ax.set_xlim(centre[0] - half, centre[0] + half)
             ax.set_ylim(centre[1] + half, centre[1] - half)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=9)
+            ax.set_title(titles[i], fontsize=11)
     return fig
 
 
@@ -221,12 +227,12 @@ def plot_flip_pairs(
         points[alone, 0], points[alone, 1], s=40, facecolors="none", edgecolors="white", linewidths=1.2
     )
     for k in alone:
-        ax.annotate(str(k), points[k], fontsize=6, color="white", xytext=(3, -6), textcoords="offset points")
+        ax.annotate(str(k), points[k], fontsize=9, color="white", xytext=(3, -6), textcoords="offset points")
     lo, hi = points.min(axis=0), points.max(axis=0)
     centre, half = (lo + hi) / 2, 0.62 * float(np.max(hi - lo))
     ax.set_xlim(centre[0] - half, centre[0] + half)
     ax.set_ylim(centre[1] + half, centre[1] - half)
-    ax.set_title(f"{len(pairs)} flip pairs; {len(alone)} self-symmetric points ringed", fontsize=9)
+    ax.set_title(f"{len(pairs)} flip pairs; {len(alone)} self-symmetric points ringed", fontsize=11)
     return fig
 
 
@@ -237,13 +243,16 @@ def _part_of(index: int) -> str:
     raise ValueError(f"landmark index {index} is not one of WFLW's 98")
 
 
-def plot_steps(steps: Sequence[tuple[str, np.ndarray, np.ndarray | None]], size: float = 3.0) -> Figure:
-    """A row of (title, image, landmarks) panels: e.g. source, crop, flip, scale, rotation, network input."""
+def plot_steps(
+    steps: Sequence[tuple[str, np.ndarray, np.ndarray | None]], size: float = 3.0, cols: int | None = None
+) -> Figure:
+    """(title, image, landmarks) panels, `cols` a row (all in one by default): e.g. source, crop, flip,
+    scale, rotation, network input."""
     return face_grid(
         [image for _, image, _ in steps],
         [points for _, _, points in steps],
         titles=[title for title, _, _ in steps],
-        cols=len(steps),
+        cols=cols or len(steps),
         size=size,
     )
 
@@ -267,14 +276,82 @@ def plot_heatmaps(
     total = cv2.resize(maps.max(axis=0), (width, height), interpolation=cv2.INTER_LINEAR)
     axes[0].imshow(picture)
     axes[0].imshow(total, cmap="magma", alpha=0.55, vmin=0.0, vmax=1.0)
-    axes[0].set_title(f"all {len(maps)} targets (max)", fontsize=9)
+    axes[0].set_title(f"all {len(maps)} targets (max)", fontsize=11)
     for ax, k in zip(axes[1:], indices, strict=True):
         ax.imshow(maps[k], cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
         if keypoints is not None:
             ax.plot(keypoints[k, 0], keypoints[k, 1], "c+", ms=8)
-        ax.set_title(f"point {k} ({_part_of(k)})" if len(maps) == 98 else f"point {k}", fontsize=9)
+        ax.set_title(f"point {k} ({_part_of(k)})" if len(maps) == 98 else f"point {k}", fontsize=11)
     for ax in axes:
         ax.set_axis_off()
+    return fig
+
+
+POINT_COLORS = ("#ff3355", "#00c2ff", "#ffd400")  # the three point pairs of a crop's affine
+
+
+def plot_warp(
+    image: np.ndarray,
+    src: np.ndarray,
+    crop: np.ndarray,
+    dst: np.ndarray,
+    landmarks: np.ndarray | None = None,
+    keypoints: np.ndarray | None = None,
+    size: float = 5.5,
+) -> Figure:
+    """The three point pairs that fix a crop's affine: on the photo (zoomed to the square they span, drawn
+    dashed) and where they land in the crop. `src`, `dst` (3, 2) in photo and crop pixels."""
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    half = src[0] - src[1]  # centre minus the middle of the left edge: half a side along the crop's x
+    across = np.array([-half[1], half[0]])
+    corners = np.stack([src[0] + a * half + b * across for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+    fig = new_figure(2 * size, size)
+    photo, window = fig.subplots(1, 2)
+    plot_face(photo, image, landmarks, outline=False, size=3)
+    photo.add_patch(Polygon(corners, closed=True, fill=False, ec="white", lw=1.2, ls="--"))
+    plot_face(window, crop, keypoints, outline=False, size=6)
+    for ax, points in ((photo, src), (window, dst)):
+        ax.plot(*np.vstack([points, points[:1]]).T, "-", color="white", lw=1.0, alpha=0.8)
+        for k, (point, color) in enumerate(zip(points, POINT_COLORS, strict=True)):
+            ax.scatter(*point, s=80, c=color, edgecolors="black", linewidths=0.8, zorder=3)
+            ax.annotate(str(k), point, xytext=(6, 6), textcoords="offset points", color=color, fontsize=12)
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    margin = 0.15 * float(np.max(high - low))
+    photo.set_xlim(low[0] - margin, high[0] + margin)
+    photo.set_ylim(high[1] + margin, low[1] - margin)
+    photo.set_title("the photo: three points and the crop square they fix", fontsize=11)
+    window.set_title("the crop: where the three points land", fontsize=11)
+    return fig
+
+
+def plot_gaussian(heatmap: np.ndarray, keypoint: np.ndarray, radius: int, size: float = 5.5) -> Figure:
+    """One landmark's heatmap target, whole and zoomed to the patch around its peak with each pixel's value
+    written; + marks the landmark's exact position, the square the pixel the Gaussian is centred on."""
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    x, y = np.asarray(keypoint, dtype=np.float64)
+    peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    fig = new_figure(2 * size, size)
+    whole, patch = fig.subplots(1, 2)
+    for ax in (whole, patch):
+        ax.imshow(heatmap, cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.plot(x, y, "c+", ms=14, mew=2)
+        ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
+    whole.add_patch(
+        Rectangle(
+            (peak_x - radius - 0.5, peak_y - radius - 0.5), 2 * radius + 1, 2 * radius + 1, fill=False, ec="w"
+        )
+    )
+    whole.set_title(f"the whole {heatmap.shape[1]}x{heatmap.shape[0]} heatmap", fontsize=11)
+    rows = range(max(peak_y - radius, 0), min(peak_y + radius + 1, heatmap.shape[0]))
+    cols = range(max(peak_x - radius, 0), min(peak_x + radius + 1, heatmap.shape[1]))
+    for row in rows:
+        for col in cols:
+            value = heatmap[row, col]
+            ax_color = "black" if value > 0.6 else "white"
+            patch.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=ax_color)
+    patch.set_xlim(cols[0] - 0.5, cols[-1] + 0.5)
+    patch.set_ylim(rows[-1] + 0.5, rows[0] - 0.5)
+    patch.set_title(f"zoomed: the patch of radius {radius} around the peak", fontsize=11)
     return fig
 
 
@@ -334,6 +411,92 @@ def plot_training(
     if len(epoch) == 0:
         note = "no validation\n(val_fraction=0)"
         axes[1, 0].text(0.5, 0.5, note, ha="center", va="center", transform=axes[1, 0].transAxes)
+    return fig
+
+
+def plot_schedules(schedules: Mapping[str, tuple[np.ndarray, np.ndarray]], size: float = 5.0) -> Figure:
+    """Learning-rate schedules side by side: for each name, (optimiser steps, learning rate of each)."""
+    fig = new_figure(size * len(schedules) + 0.5, 0.72 * size)
+    axes = fig.subplots(1, len(schedules), squeeze=False)[0]
+    for ax, (name, (steps, lr)) in zip(axes, schedules.items(), strict=True):
+        ax.plot(steps, lr, "-", lw=1.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("learning rate")
+        ax.set_title(name, fontsize=11)
+        ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def plot_decode(
+    heatmap: np.ndarray,
+    steps: Mapping[str, np.ndarray],
+    truth: np.ndarray | None = None,
+    radius: int = 3,
+    size: float = 5.5,
+) -> Figure:
+    """A predicted heatmap, whole and zoomed to its maximum with each pixel's value written, and each
+    decoder's sub-pixel step drawn as an arrow from the maximum (`steps`: name -> decoded (x, y)); x marks
+    the ground truth (heatmap pixels)."""
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    fig = new_figure(2 * size, size)
+    whole, zoom = fig.subplots(1, 2)
+    low, high = float(heatmap.min()), float(heatmap.max())
+    for ax in (whole, zoom):
+        ax.imshow(heatmap, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
+        ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
+        if truth is not None:
+            ax.plot(*np.asarray(truth, dtype=np.float64), "wx", ms=12, mew=2.5, label="ground truth")
+    whole.add_patch(
+        Rectangle(
+            (peak_x - radius - 0.5, peak_y - radius - 0.5), 2 * radius + 1, 2 * radius + 1, fill=False, ec="w"
+        )
+    )
+    whole.set_title(f"the whole {heatmap.shape[1]}x{heatmap.shape[0]} heatmap", fontsize=11)
+    rows = range(max(peak_y - radius, 0), min(peak_y + radius + 1, heatmap.shape[0]))
+    cols = range(max(peak_x - radius, 0), min(peak_x + radius + 1, heatmap.shape[1]))
+    middle = (low + high) / 2
+    for row in rows:
+        for col in cols:
+            value = heatmap[row, col]
+            color = "black" if value > middle else "white"
+            zoom.text(col, row + 0.32, f"{value:.2g}", ha="center", va="center", fontsize=8, color=color)
+    for (name, point), color in zip(steps.items(), ("#00c2ff", "#ffd400", "#ff3355"), strict=False):
+        x, y = np.asarray(point, dtype=np.float64)
+        zoom.annotate("", (x, y), (peak_x, peak_y), arrowprops={"arrowstyle": "-|>", "color": color, "lw": 2})
+        zoom.plot(x, y, "o", color=color, ms=7, mec="black", label=f"{name} ({x:.2f}, {y:.2f})")
+    zoom.set_xlim(cols[0] - 0.5, cols[-1] + 0.5)
+    zoom.set_ylim(rows[-1] + 0.5, rows[0] - 0.5)
+    zoom.legend(fontsize=9, loc="upper left", framealpha=0.9)
+    zoom.set_title(f"zoomed to the maximum at ({peak_x}, {peak_y}), the square", fontsize=11)
+    return fig
+
+
+def plot_maps(
+    maps: Sequence[np.ndarray],
+    titles: Sequence[str],
+    marks: Sequence[np.ndarray | None] | None = None,
+    radius: int | None = None,
+    size: float = 2.8,
+) -> Figure:
+    """Heatmaps side by side on one colour scale, each with its maximum in a square; `marks` are a point
+    (x, y) per panel or None (e.g. the ground truth), and `radius` zooms each panel to its maximum."""
+    maps = [np.asarray(m, dtype=np.float64) for m in maps]
+    low, high = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
+    fig = new_figure(size * len(maps), size + 0.4)
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    for k, (ax, heatmap, title) in enumerate(zip(axes, maps, titles, strict=True)):
+        ax.imshow(heatmap, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
+        peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+        ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
+        if marks is not None and marks[k] is not None:
+            ax.plot(*np.asarray(marks[k], dtype=np.float64), "wx", ms=10, mew=2)
+        if radius is not None:
+            ax.set_xlim(peak_x - radius - 0.5, peak_x + radius + 0.5)
+            ax.set_ylim(peak_y + radius + 0.5, peak_y - radius - 0.5)
+        ax.set_title(title, fontsize=11)
+        ax.set_axis_off()
     return fig
 
 
@@ -397,10 +560,10 @@ def plot_architecture(
             x, y = col * 1.6, -row * 1.25 - box_h / 2
             ax.add_patch(Rectangle((x, y), 1.1, box_h, fc=_branch_color(row), ec="black", lw=0.8))
             ax.text(
-                x + 0.55, y + box_h / 2, f"{channels}\n{height}x{width}", ha="center", va="center", fontsize=7
+                x + 0.55, y + box_h / 2, f"{channels}\n{height}x{width}", ha="center", va="center", fontsize=9
             )
             column_boxes.append((x, y, 1.1, box_h))
-        ax.text(col * 1.6 + 0.55, 0.85, name, ha="center", va="bottom", fontsize=8, rotation=20)
+        ax.text(col * 1.6 + 0.55, 0.85, name, ha="center", va="bottom", fontsize=10, rotation=20)
         boxes.append(column_boxes)
     for left, right in zip(boxes[:-1], boxes[1:], strict=True):
         for x0, y0, w0, h0 in left:
@@ -421,6 +584,64 @@ def plot_architecture(
     return fig
 
 
+FUSE_COLORS = {"identity": "#888888", "upsample": "#1f77b4", "strided": "#d62728"}
+
+
+def fuse_label(path: Mapping[str, Any]) -> str:
+    """One fusion path in words, e.g. "1x1 conv 36->18, upsample x2" (see `model.inference.fuse_plan`)."""
+    c_in, c_out = path["channels"]
+    if path["kind"] == "identity":
+        return "identity"
+    if path["kind"] == "upsample":
+        return f"1x1 conv {c_in}->{c_out}\nupsample x{path['factor']}"
+    return f"{path['convs']} x 3x3 conv, stride 2\n{c_in}->{c_out}"
+
+
+def plot_fuse(sizes: Sequence[tuple[int, int]], plan: Sequence[Sequence[Mapping[str, Any]]]) -> Figure:
+    """A multi-resolution module's fusion: every input branch (left) feeds every output branch (right),
+    upsampled (blue) from a lower resolution, strided (red) from a higher one, or as it is (grey); beside
+    it, the matrix of what each path does. `sizes` (H, W) per branch, `plan` from `fuse_plan`."""
+    n = len(plan)
+    fig = new_figure(12.0, 1.5 * n + 1.2)
+    arrows, matrix = fig.subplots(1, 2, width_ratios=(1, 1.6))
+    for i in range(n):
+        for x in (0.0, 3.0):
+            arrows.add_patch(Rectangle((x, -i - 0.3), 1.0, 0.6, fc=_branch_color(i), ec="black", lw=0.8))
+            text = f"{plan[i][i]['channels'][1]} x {sizes[i][0]}x{sizes[i][1]}"
+            arrows.text(x + 0.5, -i, text, ha="center", va="center", fontsize=10)
+        for j in range(n):
+            path = plan[i][j]
+            arrow = FancyArrowPatch(
+                (1.0, -j),
+                (3.0, -i),
+                arrowstyle="-|>",
+                mutation_scale=10,
+                lw=1.2,
+                color=FUSE_COLORS[path["kind"]],
+            )
+            arrows.add_patch(arrow)
+    arrows.text(0.5, 0.55, "input branches", ha="center", fontsize=10)
+    arrows.text(3.5, 0.55, "output = ReLU(sum)", ha="center", fontsize=10)
+    arrows.set_xlim(-0.1, 4.1)
+    arrows.set_ylim(-n + 0.4, 0.9)
+    arrows.set_axis_off()
+    for i, row in enumerate(plan):
+        for j, path in enumerate(row):
+            matrix.add_patch(
+                Rectangle((j, -i - 1), 1, 1, fc=FUSE_COLORS[path["kind"]], alpha=0.25, ec="white")
+            )
+            matrix.text(j + 0.5, -i - 0.5, fuse_label(path), ha="center", va="center", fontsize=10)
+    matrix.set_xlim(0, n)
+    matrix.set_ylim(-n, 0)
+    matrix.set_xticks(np.arange(n) + 0.5, [f"from branch {j}" for j in range(n)], fontsize=11)
+    matrix.set_yticks(-np.arange(n) - 0.5, [f"into {i}" for i in range(n)], fontsize=11)
+    matrix.xaxis.tick_top()
+    matrix.tick_params(length=0)
+    for side in matrix.spines.values():
+        side.set_visible(False)
+    return fig
+
+
 def _branch_color(row: int) -> str:
     return ("#cfe8ff", "#ffe2c6", "#d7f5d0", "#f5d0ea", "#eeeeee")[min(row, 4)]
 
@@ -433,8 +654,8 @@ def plot_stage_costs(names: Sequence[str], params: Sequence[float], flops: Seque
     for ax, values, label in ((axes[0], params, "parameters (M)"), (axes[1], flops, "GFLOPs")):
         scaled = np.asarray(values, dtype=np.float64) / (1e6 if "param" in label else 1e9)
         bars = ax.bar(positions, scaled, color="#4c78a8")
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-        ax.set_xticks(positions, list(names), rotation=30, ha="right", fontsize=8)
+        ax.bar_label(bars, fmt="%.2f", fontsize=9)
+        ax.set_xticks(positions, list(names), rotation=30, ha="right", fontsize=10)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     return fig
@@ -515,8 +736,8 @@ def data_line(data_kind: str, root: Path | str, train: int, test: int, digest: s
     """What a data figure shows: kind, where, how many faces, the data checksum (of the annotations), and
     the commit of the code that read and drew it."""
     return (
-        f"{data_kind} data in {root}, {train} train + {test} test faces, data checksum {digest[:12]}, "
-        f"commit {commit[:12]}"
+        f"{data_kind} data in {shown_path(root)}, {train} train + {test} test faces, "
+        f"data checksum {digest[:12]}, commit {commit[:12]}"
     )
 
 
@@ -528,11 +749,59 @@ def caption(text: str, *sources: Path | Mapping[str, Any]) -> str:
 
 def show(item: Figure | str, text: str | None = None, *sources: Path | Mapping[str, Any]) -> None:
     """Display a figure (or a markdown table) in a notebook, then its caption with the provenance of
-    `sources` (run folders, results/config JSON paths or loaded records; see `provenance`)."""
+    `sources` (run folders, results/config JSON paths or loaded records; see `provenance`). Absolute paths
+    in the table and the caption are shown relative to the repository (`shown_paths`)."""
     from IPython.display import Image, Markdown, display
 
     if any(isinstance(source, str) for source in sources):
         raise TypeError("show() takes Paths or records as sources; put plain text into the caption text")
-    display(Markdown(item) if isinstance(item, str) else Image(data=figure_png(item)))
+    display(Markdown(shown_paths(item)) if isinstance(item, str) else Image(data=figure_png(item)))
     if text is not None:
-        display(Markdown(caption(text, *sources)))
+        display(Markdown(shown_paths(caption(text, *sources))))
+
+
+# ----------------------------------------------------------------------------- source code
+
+
+def source_markdown(obj: Any) -> str:
+    """A function's, class's or method's real source as a markdown code block (highlighted in the book),
+    headed by its file relative to the repository and its first line, so the book shows the code it runs."""
+    target = inspect.unwrap(obj)
+    try:
+        lines, first = inspect.getsourcelines(target)
+        path = Path(inspect.getsourcefile(target) or "")
+    except (OSError, TypeError) as error:
+        raise TypeError(f"no source to show for {obj!r}: {error}") from None
+    code = textwrap.dedent("".join(lines)).rstrip()
+    fence = "```"
+    while fence in code:
+        fence += "`"
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", "")
+    label = f"`{name}` in " if name and not inspect.ismodule(target) else ""
+    return f"{label}`{shown_path(path)}`, line {max(first, 1)}:\n\n{fence}python\n{code}\n{fence}"
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as a reader should see it: relative to the repository when inside it, else its last two
+    parts after an ellipsis (never the building machine's absolute paths)."""
+    path = Path(path)
+    resolved = path.resolve() if path.is_absolute() else (REPO / path).resolve()
+    if resolved.is_relative_to(REPO):
+        return resolved.relative_to(REPO).as_posix() or "."
+    return "…/" + "/".join(resolved.parts[-2:])
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w./~…-])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def shown_paths(text: str) -> str:
+    """`text` with every absolute path in it written as `shown_path` writes it."""
+    return _ABSOLUTE_PATH.sub(lambda match: shown_path(match.group(0)), text)
+
+
+def show_source(*objects: Any) -> None:
+    """Display the source of each library object in a notebook (see `source_markdown`)."""
+    from IPython.display import Markdown, display
+
+    for obj in objects:
+        display(Markdown(source_markdown(obj)))

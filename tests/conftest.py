@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real WFLW mini fixture when ../shared is present, tiny synthetic data."""
+"""Shared test fixtures: the four real WFLW faces kept in tests/data/wflw-mini."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-WFLW_MINI = REPO.parent / "shared" / "fixtures" / "wflw-mini"
+WFLW_MINI = REPO / "tests" / "data" / "wflw-mini"
 
 
 @pytest.fixture(scope="session")
 def wflw_mini() -> Path:
-    """Root of the four real WFLW faces (third-party data, read in place, never committed)."""
-    if not (WFLW_MINI / "WFLW_annotations").is_dir():
-        pytest.skip(f"real WFLW fixture not found at {WFLW_MINI} (it lives in ../shared beside the checkout)")
+    """Root of the four real WFLW faces in the official layout (credited in tests/data/README.md)."""
     return WFLW_MINI

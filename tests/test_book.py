@@ -1,13 +1,13 @@
 """The book: the smoke build executes all four notebooks through papermill and builds the offline HTML.
 
-The build runs once per session (module fixture, about 2-3 minutes on 2 cores) into a temporary book
-folder, with its private synthetic data and training run kept so the pages can be checked against the
-run's own files.
+The build runs once per session (module fixture) into a temporary book folder, with its private synthetic
+data and training run kept so the pages can be checked against the run's own files.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -21,11 +21,28 @@ REPO = Path(__file__).resolve().parents[1]
 SEED_COLUMNS = ["NME (%)", "test", "pose", "illumination", "occlusion", "blur", "makeup", "expression"]
 PAGES = {
     "intro.html": 0,
-    "generated/01-wflw-data.html": 5,  # counts, faces, augmentation steps, heatmaps, flip pairs, mirror
-    "generated/02-hrnetv2-architecture.html": 2,  # architecture, stage costs
-    "generated/03-multi-gpu-training.html": 1,  # training curves
-    "generated/04-subset-evaluation.html": 3,  # CED, per-landmark error, best and worst faces
+    # real and synthetic faces, the warp's three points, augmentation steps, one Gaussian, all targets,
+    # flip pairs, mirror
+    "generated/01-wflw-data.html": 8,
+    "generated/02-hrnetv2-architecture.html": 3,  # architecture, the fusion, stage costs
+    "generated/03-multi-gpu-training.html": 2,  # the schedules, the training curves
+    # the decoder, the flip test, CED, per-landmark error, best and worst faces
+    "generated/04-subset-evaluation.html": 5,
     "reproduction.html": 0,
+}
+# Library functions each chapter shows (its source, its file and line) and runs at least.
+SHOWN = {
+    "01-wflw-data": [
+        "parse_line",
+        "crop_box",
+        "warp_matrix",
+        "random_augment",
+        "encode_heatmaps",
+        "flip_landmarks",
+    ],
+    "02-hrnetv2-architecture": ["BasicBlock", "HighResolutionModule.forward", "HRNet.concat_branches"],
+    "03-multi-gpu-training": ["setup_runtime", "EpochSampler", "forward_backward", "lr_at", "run_check"],
+    "04-subset-evaluation": ["refine_quarter", "refine_dark", "predict_heatmaps", "flip_back", "nme"],
 }
 
 
@@ -264,12 +281,85 @@ def test_each_notebook_source_has_one_parameters_cell_with_the_shared_names() ->
     assert set(build.notebook_parameters("smoke", "r", "d", "synthetic", 2, Path("w"))) == set(names or [])
 
 
-def test_stream_echoes_lines_throttles_progress_and_reports_failures(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    chapter.stream([sys.executable, "-c", "import sys; sys.stdout.write('10%\\r20%\\r30%\\rdone\\n')"])
-    lines = capsys.readouterr().out.splitlines()[1:]
-    assert lines == ["10%", "done"]  # progress updates within 5 s after a printed one are skipped
+def test_stream_keeps_the_output_out_and_reports_failures(capsys: pytest.CaptureFixture[str]) -> None:
+    script = "import sys; sys.stdout.write('10%\\r20%\\r30%\\rdone\\n')"
+    chapter.stream([sys.executable, "-c", script])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"$ python -c {script}" and len(lines) == 2
+    assert re.fullmatch(r"  done in \d+ s", lines[1])
     script = "import sys; print('step 1'); print('bad input', file=sys.stderr); sys.exit(3)"
     with pytest.raises(chapter.CommandError, match=r"status 3; its last output:\nstep 1\nbad input"):
         chapter.stream([sys.executable, "-c", script])
+
+
+def test_stream_shows_the_latest_line_of_a_long_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """With `every=0` each read of output shows its latest line: never an earlier one after a later one."""
+    script = "import sys, time\nfor i in (1, 2, 3):\n    print('step', i, flush=True); time.sleep(0.1)"
+    chapter.stream([sys.executable, "-c", script], every=0)
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ... ")]
+    assert progress and progress[-1] == "  ... step 3"
+    assert progress == sorted(set(progress)) and set(progress) <= {f"  ... step {i}" for i in (1, 2, 3)}
+
+
+def test_shown_command_names_python_and_torchrun_and_relative_paths() -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [torchrun, "--nproc_per_node=2", "-m", "hrnet_lib", "train", "--out", REPO / "runs" / "a"]
+    assert chapter.shown_command(command) == "torchrun --nproc_per_node=2 -m hrnet_lib train --out runs/a"
+    command = [sys.executable, "-m", "hrnet_lib", "evaluate", "--data-root", "/tmp/xyz/work/data"]
+    assert chapter.shown_command(command) == "python -m hrnet_lib evaluate --data-root …/work/data"
+
+
+def test_each_shown_source_is_followed_by_a_cell_that_runs_it() -> None:
+    """In every notebook a cell that shows library source is followed by a code cell (its example), and
+    each chapter shows the functions it is about."""
+    import jupytext
+
+    for name in build.NOTEBOOKS:
+        cells = jupytext.read(build.NBS / f"{name}.py").cells
+        shown = [i for i, cell in enumerate(cells) if "viz.show_source(" in cell.source]
+        assert shown, name
+        for i in shown:
+            assert i + 1 < len(cells) and cells[i + 1].cell_type == "code", f"{name}: cell {i}"
+            assert "show_source" not in cells[i + 1].source, f"{name}: cell {i + 1} only shows more source"
+        source = "\n".join(cells[i].source for i in shown)
+        for function in SHOWN[name]:
+            assert re.search(rf"\b{re.escape(function)}\b", source), f"{name} does not show {function}"
+
+
+def test_pages_show_the_library_source_with_file_and_line(built: dict[str, Path]) -> None:
+    for name, functions in SHOWN.items():
+        text = " ".join(" ".join(read(built, f"generated/{name}.html").text).split())
+        for function in functions:
+            pattern = rf"{re.escape(function)} in hrnet_lib/[\w/]+\.py ?, line \d+:"
+            assert re.search(pattern, text), (
+                name,
+                function,
+            )
+
+
+def test_outputs_and_captions_show_no_path_of_the_building_machine(built: dict[str, Path]) -> None:
+    """Paths are shown relative to the repository: no temporary folder, repository root or interpreter."""
+    forbidden = [str(built["run"].parent), str(REPO), sys.executable, "/tmp/"]
+    for name in build.NOTEBOOKS:
+        notebook = json.loads((built["out"] / "generated" / f"{name}.ipynb").read_text())
+        for cell in notebook["cells"]:
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("text", "")) + "".join(
+                    output.get("data", {}).get("text/markdown", "")
+                )
+                for path in forbidden:
+                    assert path not in text, f"{name}: {path} in {text[:300]}"
+    page = (built["html"] / "reproduction.html").read_text()
+    assert not [path for path in forbidden if path in page]
+
+
+def test_multi_gpu_chapter_runs_the_ddp_check_live(built: dict[str, Path]) -> None:
+    page = read(built, "generated/03-multi-gpu-training.html")
+    table = next(t for t in page.tables if t and t[0][:2] == ["processes", "device"])
+    header, rows = table[0], {row[0]: row for row in table[1:]}
+    assert set(rows) >= {"1", "2"}
+    difference = float(rows["2"][header.index("largest weight difference to 1 process")])
+    change = float(rows["2"][header.index("largest weight change")])
+    assert difference < 1e-5 < 1e-4 < change
+    assert float(rows["1"][header.index("s / step")]) > 0 and float(rows["2"][header.index("s / step")]) > 0
+    assert (built["run"].parent / "ddp-check" / "cpu" / "2-process" / "last.pt").is_file()

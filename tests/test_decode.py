@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hrnet_lib.data.transforms import flip_permutation
-from hrnet_lib.evaluate.decode import decode_heatmaps, gaussian_modulation, predict_heatmaps
+from hrnet_lib.evaluate.decode import decode_heatmaps, flip_back, gaussian_modulation, predict_heatmaps
 
 
 def one_map(h: int = 16, w: int = 16, fill: float = 0.0) -> np.ndarray:
@@ -272,3 +272,21 @@ def test_predict_heatmaps_runs_without_grad() -> None:
     model = MirrorModel(np.array([1, 0]))
     out = predict_heatmaps(model, torch.randn(1, 3, 16, 16), flip=True, flip_indices=[1, 0])
     assert out.shape == (1, 2, 4, 4) and out.dtype == torch.float32 and not out.requires_grad
+
+
+def test_flip_back_mirrors_repairs_and_shifts_one_pixel_by_hand() -> None:
+    maps = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    back = flip_back(maps, [1, 0])
+    for k, source in ((0, 1), (1, 0)):
+        mirrored = maps[0, source].flip(-1)
+        expected = torch.cat([mirrored[:, :1], mirrored[:, :-1]], dim=1)  # column 0 keeps its value
+        assert torch.equal(back[0, k], expected)
+    assert torch.equal(maps, torch.arange(24, dtype=torch.float32).reshape(1, 2, 3, 4))  # input untouched
+
+
+def test_flip_test_is_the_mean_of_plain_and_flipped_back_heatmaps() -> None:
+    model = torch.nn.Conv2d(3, 98, 3, padding=1)
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = (model(images) + flip_back(model(images.flip(-1)))) / 2
+    torch.testing.assert_close(predict_heatmaps(model, images, flip=True), expected)

@@ -11,8 +11,10 @@ from hrnet_lib.model.inference import (
     STAGES,
     calibrate_batchnorm,
     fuse_conv_bn,
+    fuse_plan,
     model_summary,
     optimize_for_inference,
+    trace_shapes,
 )
 
 
@@ -142,3 +144,44 @@ def test_calibrate_batchnorm_sets_statistics_of_the_images():
     torch.testing.assert_close(model.bn1.running_mean, first.mean(dim=(0, 2, 3)))
     torch.testing.assert_close(model.bn1.running_var, first.var(dim=(0, 2, 3), unbiased=True))
     assert model.bn1.momentum == 0.1
+
+
+def test_trace_shapes_follows_one_image_through_w18_in_order() -> None:
+    """Hand-computed from the architecture: stride-2 stem twice, 256 bottleneck channels, transitions
+    adding a half-resolution branch, 270 concatenated channels, 98 heatmaps at a quarter of the input."""
+    model = build_model("hrnetv2_w18")
+    branches = [(18, 32, 32), (36, 16, 16), (72, 8, 8), (144, 4, 4)]
+    expected = [
+        ("input", [(3, 128, 128)]),
+        ("conv1", [(64, 64, 64)]),
+        ("conv2", [(64, 32, 32)]),
+        ("layer1", [(256, 32, 32)]),
+        ("transition1", branches[:2]),
+        ("stage2", branches[:2]),
+        ("transition2", branches[:3]),
+        ("stage3", branches[:3]),
+        ("transition3", branches),
+        ("stage4", branches),
+        ("concat", [(270, 32, 32)]),
+        ("head", [(98, 32, 32)]),
+    ]
+    assert trace_shapes(model, 128) == expected
+    assert model.training  # the model's mode is restored
+
+
+def test_fuse_plan_reads_each_path_of_a_four_branch_module() -> None:
+    model = build_model("hrnetv2_w18")
+    plan = fuse_plan(model.stage4[0])
+    widths = (18, 36, 72, 144)
+    for i in range(4):
+        for j in range(4):
+            path = plan[i][j]
+            kind = "identity" if i == j else ("upsample" if j > i else "strided")
+            convs = 0 if i == j else (1 if j > i else i - j)
+            assert path == {
+                "kind": kind,
+                "factor": 2 ** abs(i - j),
+                "convs": convs,
+                "channels": (widths[j], widths[i]),
+            }
+    assert len(fuse_plan(model.stage2[0])) == 2

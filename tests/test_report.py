@@ -371,3 +371,15 @@ def test_mmpose_checkpoint_gets_the_published_model(tmp_path: Path) -> None:
     images = torch.randn(1, 3, 256, 256)
     with torch.inference_mode():
         torch.testing.assert_close(loaded.eval()(images), model(images))
+
+
+def test_nme_row_names_the_row_and_keeps_the_model_zoo_column_order() -> None:
+    table = {column: {"nme": float(i), "faces": 3} for i, column in enumerate(reversed(report.COLUMNS))}
+    table["pose"]["nme"] = None  # an empty subset
+    row = report.nme_row("this run", table)
+    assert row[0] == "this run" and len(row) == 1 + len(report.COLUMNS)
+    assert row[1:] == [
+        table[column]["nme"]
+        for column in ("test", "pose", "illumination", "occlusion", "blur", "makeup", "expression")
+    ]
+    assert row[2] is None

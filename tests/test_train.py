@@ -27,14 +27,14 @@ from hrnet_lib.data.synthetic import synthesize
 from hrnet_lib.data.targets import encode_heatmaps
 from hrnet_lib.data.wflw import load_split
 from hrnet_lib.model.hrnet import build_model
-from hrnet_lib.train import loop
+from hrnet_lib.train import ddp_check, loop
 from hrnet_lib.train.checkpoint import load_checkpoint
 from hrnet_lib.train.datasets import build_datasets, validation_batches
 from hrnet_lib.train.loop import main
 from hrnet_lib.train.presets import apply_overrides, get_preset
 from hrnet_lib.train.recipe import adaptive_wing, heatmap_loss, lr_at
 from hrnet_lib.train.runtime import out_of_memory_advice
-from hrnet_lib.train.sampler import EpochSampler, split_train_val
+from hrnet_lib.train.sampler import EpochSampler, deal, split_train_val
 from hrnet_lib.train.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,35 +259,71 @@ def test_tiny_set_is_overfit(data: Path, tmp_path: Path) -> None:
 def test_two_processes_make_the_same_update_as_one(data: Path, tmp_path: Path) -> None:
     """torchrun, 2 gloo processes x 2 images = 1 process x 4 images = 1 process x 2 x 2 accumulated.
 
-    BatchNorm statistics are frozen (freeze_bn) since per-process batch statistics differ by design
-    (SyncBatchNorm would share them, but has no CPU kernel).
+    The book's DDP check (`ddp_check.run_check`) makes the first two runs; its reported differences are
+    checked against the checkpoints here. BatchNorm statistics are frozen (freeze_bn) since per-process
+    batch statistics differ by design (SyncBatchNorm would share them, but has no CPU kernel).
     """
-    common = [
-        "--preset",
-        "smoke",
-        "--data-root",
-        str(data),
-        "global_batch=4",
-        "freeze_bn=true",
-        "max_iters=3",
-    ]
-    run_train([*common, "--out", str(tmp_path / "ddp")], torchrun=2)
-    run_train([*common, "--out", str(tmp_path / "one")])
-    run_train([*common, "--out", str(tmp_path / "accum"), "per_device_batch=2"])
-    ddp, one, accum = (load_checkpoint(tmp_path / name / "last.pt") for name in ("ddp", "one", "accum"))
+    rows = ddp_check.run_check(data, tmp_path, (1, 2), steps=3)
+    overrides = [*ddp_check.CHECK_OVERRIDES, "max_iters=3", *ddp_check.CPU_OVERRIDES, "per_device_batch=2"]
+    run_train(["--preset", "smoke", "--data-root", str(data), "--out", str(tmp_path / "accum"), *overrides])
+    names = ("1-process", "2-process", "accum")
+    one, ddp, accum = (load_checkpoint(tmp_path / name / "last.pt") for name in names)
     assert ddp["world_size"] == 2 and one["world_size"] == 1 and ddp["iteration"] == 3
     torch.manual_seed(0)
     init = build_model("hrnetv2_w18_small_v2").state_dict()
-    changed = 0
+    changed, largest, moved = 0, 0.0, 0.0
     for name, value in one["model"].items():
         if not value.is_floating_point():
             continue
         torch.testing.assert_close(ddp["model"][name], value, rtol=0, atol=1e-6, msg=name)
         torch.testing.assert_close(accum["model"][name], value, rtol=0, atol=1e-6, msg=name)
         changed += not torch.equal(value, init[name])
+        largest = max(largest, float((ddp["model"][name].double() - value.double()).abs().max()))
+        moved = max(moved, float((value.double() - init[name].double()).abs().max()))
     assert changed > 100  # the three steps really moved the weights
-    losses = {name: [r["loss"] for r in read_log(tmp_path / name) if "loss" in r] for name in ("ddp", "one")}
-    np.testing.assert_allclose(losses["ddp"], losses["one"], rtol=1e-5)
+    assert [row["processes"] for row in rows] == [1, 2] and rows[0]["max_difference"] == 0.0
+    assert rows[1]["max_difference"] == largest < 1e-5
+    assert rows[0]["max_change"] == pytest.approx(moved) and moved > 1e-4
+    assert all(row["steps"] == 3 and row["global_batch"] == 4 and row["step_s"] > 0 for row in rows)
+    losses = {name: [r["loss"] for r in read_log(tmp_path / name) if "loss" in r] for name in names[:2]}
+    np.testing.assert_allclose(losses["2-process"], losses["1-process"], rtol=1e-5)
+
+
+def test_deal_gives_each_rank_its_share_of_the_permuted_global_batch() -> None:
+    """Independent of EpochSampler: batch i is order[i*G:(i+1)*G] of torch.randperm seeded by seed + epoch,
+    and rank r of N takes every N-th face of it from the r-th."""
+    size, global_batch, seed, epoch, step = 37, 8, 5, 2, 1
+    generator = torch.Generator()
+    generator.manual_seed(seed + epoch)
+    batch = torch.randperm(size, generator=generator).tolist()[
+        step * global_batch : (step + 1) * global_batch
+    ]
+    for world in (1, 2, 4, 8):
+        shares = deal(size, global_batch, world, seed, epoch, step)
+        assert shares == [batch[rank::world] for rank in range(world)]
+    with pytest.raises(ValueError, match="3 processes cannot share a global batch of 8"):
+        deal(size, global_batch, 3, seed)
+
+
+def test_ddp_check_commands_counts_and_differences() -> None:
+    assert ddp_check.train_command(1, ["--preset", "smoke"]) == [
+        sys.executable, "-m", "hrnet_lib", "train", "--preset", "smoke"
+    ]  # fmt: skip
+    two = ddp_check.train_command(2, ["x"])
+    assert Path(two[0]) == Path(sys.executable).with_name("torchrun") and Path(two[0]).is_file()
+    assert two[1:] == ["--standalone", "--nproc_per_node=2", "-m", "hrnet_lib", "train", "x"]
+    counts = [ddp_check.gpu_process_counts(n) for n in (0, 1, 3, 8, 16)]
+    assert counts == [(), (1,), (1, 2), (1, 2, 4, 8), (1, 2, 4, 8)]
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([3])}
+    b = {"w": torch.tensor([1.0, 2.5]), "n": torch.tensor([9])}
+    assert ddp_check.largest_difference(a, b) == 0.5  # integer buffers (BN's batch count) are not weights
+    with pytest.raises(ValueError, match="differ in their keys"):
+        ddp_check.largest_difference(a, {"w": a["w"]})
+    row = {"processes": 2, "device": "cpu", "global_batch": 4, "steps": 3, "step_s": 0.25}
+    row |= {"images_per_s": 16.0, "max_difference": 9.313e-10, "max_change": 0.0068}
+    lines = ddp_check.table([row]).splitlines()
+    assert lines[0] == "| " + " | ".join(ddp_check.COLUMNS) + " |"
+    assert lines[2] == "| 2 | cpu | 4 | 3 | 0.250 | 16.000 | 9.3e-10 | 0.0068 |"
 
 
 DETERMINISTIC = ["--preset", "smoke", "epochs=3", "deterministic=true"]

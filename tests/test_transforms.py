@@ -18,6 +18,7 @@ from hrnet_lib.data.transforms import (
     random_augment,
     transform_points,
     warp_matrix,
+    warp_points,
 )
 
 SELF_SYMMETRIC = {16, 51, 52, 53, 54, 57, 79, 85, 90, 94}  # FACTS.md
@@ -173,3 +174,19 @@ def test_augmentation_statistics_follow_recipe() -> None:
     assert 24 < interior.std() < 30  # a normal of std 30 truncated at 2 sigma has std 26.4
     no_aug = Augment(flip_prob=0.0, rot_prob=0.0, scale_sigma=0.0)
     assert all(random_augment(rng, no_aug) == (False, 1.0, 0.0) for _ in range(50))
+
+
+@pytest.mark.parametrize("rotation", [0.0, 25.0, -90.0])
+def test_warp_points_are_the_three_pairs_the_matrix_maps(rotation: float) -> None:
+    """Centre to crop centre, left-edge middle (turned) to the crop's left-edge middle, and the right
+    angle's third point: by hand for the geometry, and the matrix maps each source point onto its pair."""
+    center, side = np.array([120.0, 80.0]), 60.0
+    src, dst = warp_points(center, (side, side), rotation, (64, 48))
+    angle = np.deg2rad(rotation)
+    left = center + 30.0 * np.array([-np.cos(angle), -np.sin(angle)])
+    np.testing.assert_allclose(src[:2], [center, left], atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(src[2] - src[1]), 30.0)
+    assert abs(np.dot(src[2] - src[1], src[0] - src[1])) < 1e-9  # a right angle at the second point
+    np.testing.assert_allclose(dst, [[32.0, 24.0], [0.0, 24.0], [0.0, 56.0]])
+    matrix = warp_matrix(center, (side, side), rotation, (64, 48))
+    np.testing.assert_allclose(transform_points(src, matrix), dst, atol=1e-9)

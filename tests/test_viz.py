@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.colors import to_rgb
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from hrnet_lib import viz
@@ -249,3 +250,131 @@ def test_compare_grid_draws_truth_prediction_and_error_segments() -> None:
     dots = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert [d.get_label() for d in dots] == ["ground truth", "prediction"]
     assert np.allclose(dots[1].get_offsets(), prediction)
+
+
+# ----------------------------------------------------------------------------- source and paths
+
+
+def test_source_markdown_is_the_file_text_from_the_function_line() -> None:
+    """The block holds exactly the file's lines of the function, headed by its path and first line."""
+    from hrnet_lib.data import transforms
+
+    text = viz.source_markdown(transforms.warp_matrix)
+    path = viz.REPO / "hrnet_lib" / "data" / "transforms.py"
+    lines = path.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("def warp_matrix(")) + 1
+    head, _, block = text.partition("\n\n")
+    assert head == f"`warp_matrix` in `hrnet_lib/data/transforms.py`, line {first}:"
+    body = block.removeprefix("```python\n").removesuffix("\n```").splitlines()
+    assert body == lines[first - 1 : first - 1 + len(body)]
+    assert body[-1] == "    return affine_from_points(*warp_points(center, scale, rotation_deg, output_size))"
+
+
+def test_source_markdown_dedents_methods_and_outgrows_fences_in_the_code(tmp_path: Path) -> None:
+    import importlib.util
+
+    module_path = tmp_path / "fenced.py"
+    module_path.write_text(
+        "class Box:\n    def show(self):\n        '''```python\n        x\n        ```'''\n        return 1\n"
+    )
+    spec = importlib.util.spec_from_file_location("fenced", module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = viz.source_markdown(module.Box.show)
+    assert text.startswith(
+        f"`Box.show` in `…/{tmp_path.name}/fenced.py`, line 2:\n\n````python\ndef show(self):"
+    )
+    assert text.endswith("    return 1\n````")
+    with pytest.raises(TypeError, match="no source to show"):
+        viz.source_markdown(len)
+
+
+def test_shown_path_and_shown_paths_hide_the_machine() -> None:
+    assert viz.shown_path(viz.REPO / "runs" / "a" / "best.pt") == "runs/a/best.pt"
+    assert viz.shown_path("runs/a") == "runs/a"
+    assert viz.shown_path("/tmp/hrnet-book-x/work/run") == "…/work/run"
+    assert viz.shown_paths("in …/work/data") == "in …/work/data"  # shown once is shown
+    text = f"checkpoint {viz.REPO}/runs/a/best.pt, data /tmp/w/data, 3/4 of images / s, a/b"
+    assert viz.shown_paths(text) == "checkpoint runs/a/best.pt, data …/w/data, 3/4 of images / s, a/b"
+
+
+# ----------------------------------------------------------------------------- code walk-through figures
+
+
+def test_plot_warp_marks_the_three_points_in_photo_and_crop() -> None:
+    from hrnet_lib.data.transforms import warp_points
+
+    src, dst = warp_points((50.0, 40.0), (30.0, 30.0), 20.0, (64, 64))
+    fig = viz.plot_warp(np.zeros((80, 100, 3), np.uint8), src, np.zeros((64, 64, 3), np.uint8), dst)
+    photo, crop = fig.get_axes()
+    for ax, points in ((photo, src), (crop, dst)):
+        marked = np.array([c.get_offsets()[0] for c in ax.collections if len(c.get_offsets()) == 1])
+        np.testing.assert_allclose(marked, points)
+        assert [t.get_text() for t in ax.texts] == ["0", "1", "2"]
+    corners = next(p for p in photo.patches).get_xy()[:4]
+    # the dashed square: centre at src[0], side 30, turned by the rotation
+    np.testing.assert_allclose(corners.mean(axis=0), src[0])
+    np.testing.assert_allclose(np.linalg.norm(corners[1] - corners[0]), 30.0)
+
+
+def test_plot_gaussian_writes_each_patch_value_and_marks_peak_and_landmark() -> None:
+    from hrnet_lib.data.targets import encode_heatmaps
+
+    keypoint = np.array([7.3, 9.6])
+    heatmap = encode_heatmaps(keypoint[None], (16, 16), 1.0)[0][0]
+    fig = viz.plot_gaussian(heatmap, keypoint, 3)
+    patch = fig.get_axes()[1]
+    written = {(int(t.get_position()[0]), int(t.get_position()[1])): t.get_text() for t in patch.texts}
+    assert len(written) == 49  # the 7 x 7 patch around the peak at (7, 10)
+    assert written[(7, 10)] == "1.00" and written[(8, 10)] == f"{np.exp(-0.5):.2f}"
+    assert all(text == f"{heatmap[y, x]:.2f}" for (x, y), text in written.items())
+    square = next(p for p in patch.patches if isinstance(p, Rectangle))
+    assert square.get_xy() == (6.5, 9.5)
+    assert patch.lines[0].get_xydata().tolist() == [[7.3, 9.6]]
+
+
+def test_plot_fuse_one_arrow_per_path_coloured_by_kind_and_a_label_per_cell() -> None:
+    plan = [
+        [{"kind": "identity", "factor": 1, "convs": 0, "channels": (8, 8)},
+         {"kind": "upsample", "factor": 2, "convs": 1, "channels": (16, 8)}],
+        [{"kind": "strided", "factor": 2, "convs": 1, "channels": (8, 16)},
+         {"kind": "identity", "factor": 1, "convs": 0, "channels": (16, 16)}],
+    ]  # fmt: skip
+    fig = viz.plot_fuse([(32, 32), (16, 16)], plan)
+    arrows = [p for p in fig.get_axes()[0].patches if isinstance(p, FancyArrowPatch)]
+    colours = sorted(a.get_edgecolor()[:3] for a in arrows)
+    expected = sorted(to_rgb(viz.FUSE_COLORS[k]) for k in ("identity", "upsample", "strided", "identity"))
+    assert colours == expected
+    labels = [t.get_text() for t in fig.get_axes()[1].texts]
+    assert labels == ["identity", "1x1 conv 16->8\nupsample x2", "1 x 3x3 conv, stride 2\n8->16", "identity"]
+
+
+def test_plot_decode_draws_each_step_from_the_maximum() -> None:
+    heatmap = np.zeros((12, 12))
+    heatmap[5, 6], heatmap[5, 7] = 1.0, 0.6
+    steps = {"argmax": np.array([6.0, 5.0]), "quarter": np.array([6.25, 5.0]), "dark": np.array([6.4, 5.1])}
+    fig = viz.plot_decode(heatmap, steps, truth=np.array([6.5, 5.2]), radius=2)
+    zoom = fig.get_axes()[1]
+    arrows = [t for t in zoom.texts if getattr(t, "arrow_patch", None) is not None]
+    assert [a.xy for a in arrows] == [(6.0, 5.0), (6.25, 5.0), (6.4, 5.1)]
+    assert all(a.xyann == (6, 5) for a in arrows)
+    assert zoom.get_xlim() == (3.5, 8.5) and zoom.get_ylim() == (7.5, 2.5)
+    values = [t.get_text() for t in zoom.texts if t.get_text()]
+    assert len(values) == 25 and values.count("1") == 1 and values.count("0.6") == 1
+
+
+def test_plot_maps_zooms_each_panel_to_its_own_maximum() -> None:
+    a, b = np.zeros((10, 10)), np.zeros((10, 10))
+    a[2, 3], b[7, 8] = 1.0, 2.0
+    fig = viz.plot_maps([a, b], ["a", "b"], [np.array([3.2, 2.1]), None], radius=1)
+    left, right = fig.get_axes()
+    assert left.get_xlim() == (1.5, 4.5) and right.get_xlim() == (6.5, 9.5)
+    assert len(left.lines) == 1 and len(right.lines) == 0
+    assert left.images[0].get_clim() == right.images[0].get_clim() == (0.0, 2.0)
+
+
+def test_plot_schedules_one_panel_per_schedule_with_its_values() -> None:
+    fig = viz.plot_schedules({"a": (np.arange(3), [1e-3, 2e-3, 2e-3]), "b": (np.arange(2), [1.0, 0.1])})
+    first, second = fig.get_axes()
+    np.testing.assert_allclose(first.lines[0].get_ydata(), [1e-3, 2e-3, 2e-3])
+    assert second.get_title() == "b" and second.get_yscale() == "log"

@@ -1,7 +1,7 @@
 """The WFLW reader (hrnet_lib.data.wflw) and `python -m hrnet_lib data check` (hrnet_lib.data.cli).
 
 Datasets here are written by the tests themselves in the official layout (numpy faces, tiny cv2 jpgs);
-the real four-face fixture in ../shared is read in place when present.
+the four real faces of tests/data/wflw-mini are read in place.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import pytest
 
 from hrnet_lib.data import cli, wflw
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "wflw-mini"
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"real WFLW fixture not found at {FIXTURE}")
+FIXTURE = Path(__file__).resolve().parent / "data" / "wflw-mini"
 
 IMAGE_W, IMAGE_H = 80, 60
 
@@ -608,7 +607,6 @@ def test_read_mmpose_json_duplicate_image_id(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the real fixture
 
 
-@needs_fixture
 def test_fixture_checks_clean() -> None:
     stats, errors = wflw.check_dataset(FIXTURE, progress=False)
     assert errors == []
@@ -619,7 +617,6 @@ def test_fixture_checks_clean() -> None:
     assert all(len(v) == 0 for v in wflw.load_subsets(FIXTURE, faces).values())
 
 
-@needs_fixture
 def test_fixture_json_agrees_with_txt() -> None:
     txt = wflw.load_split(FIXTURE, "test")
     js = wflw.read_mmpose_json(FIXTURE / "mmpose_json" / "face_landmarks_wflw_test.json")
@@ -634,3 +631,33 @@ def test_fixture_json_agrees_with_txt() -> None:
         side = (high - low).max()
         assert b.scale[0] == b.scale[1]
         assert np.ceil(side) <= round(b.scale[0], 6) <= np.ceil(side) + 1
+
+
+def test_field_names_name_every_field_of_both_line_forms() -> None:
+    long, short = wflw.field_names(), wflw.field_names(short=True)
+    assert len(long) == 207 and len(short) == 197
+    assert long[:4] == ["x0", "y0", "x1", "y1"] and long[194:196] == ["x97", "y97"]
+    assert long[196:200] == ["x_min", "y_min", "x_max", "y_max"]
+    assert long[200:206] == ["pose", "expression", "illumination", "makeup", "occlusion", "blur"]
+    assert long[-1] == short[-1] == "image" and short[:196] == long[:196]
+
+
+def test_parse_line_reads_the_real_first_line_and_names_a_bad_field() -> None:
+    path = wflw.annotation_path(FIXTURE, "test")
+    line = path.read_text().splitlines()[0]
+    tokens = line.split()
+    face, problems = wflw.parse_line(line, path, 1)
+    assert problems == [] and face.image == tokens[-1]
+    np.testing.assert_array_equal(face.landmarks[97], [float(tokens[194]), float(tokens[195])])
+    np.testing.assert_array_equal(face.box, [float(v) for v in tokens[196:200]])
+    tokens[3] = "3O4.1"
+    face, problems = wflw.parse_line(" ".join(tokens), path, 7)
+    assert face is None and [str(p) for p in problems] == [f"{path}:7: field y1: not a number: '3O4.1'"]
+
+
+def test_one_face_per_image_keeps_the_first_face_of_each_image_in_order() -> None:
+    faces = wflw.load_split(FIXTURE, "test")  # two images, two faces each
+    chosen = wflw.one_face_per_image(faces, 4)
+    assert [f.image for f in chosen] == list(dict.fromkeys(f.image for f in faces))
+    assert all(f is next(g for g in faces if g.image == f.image) for f in chosen)
+    assert wflw.one_face_per_image(faces, 1) == chosen[:1]

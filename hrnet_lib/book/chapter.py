@@ -20,11 +20,15 @@ from typing import Any
 from hrnet_lib.data.synthetic import synthesize
 from hrnet_lib.io import read_jsonl
 from hrnet_lib.train.checkpoint import load_checkpoint
+from hrnet_lib.train.ddp_check import train_command
+from hrnet_lib.viz import shown_path
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHED_CHECKPOINT = "data/hrnetv2_w18_wflw_256x256-2bf032a6_20210125.pth"
 PUBLISHED_PRESETS = ("wflw-mmpose", "wflw-1gpu")  # the published recipe, on 8 GPUs or one
 MMPOSE_JSON = "data/WFLW/mmpose_json"  # mmpose's json with the official crops, when the user has it
+# Four real WFLW faces that every clone holds (tests/data/README.md credits them).
+REAL_FACES = REPO / "tests" / "data" / "wflw-mini"
 
 
 class CommandError(RuntimeError):
@@ -40,42 +44,51 @@ def repo_path(path: str | Path) -> Path:
     return path if path.is_absolute() else REPO / path
 
 
-def stream(command: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
-    """Run a command, echoing its output as it comes (progress bars at most every few seconds).
+def shown_command(command: Sequence[str | Path]) -> str:
+    """A command as a reader should see it: `python` and `torchrun` for this environment's executables
+    and every path relative to the repository (`viz.shown_path`), never the building machine's."""
+    names = {sys.executable: "python", str(Path(sys.executable).with_name("torchrun")): "torchrun"}
+    words = map(str, command)
+    return " ".join(names.get(w) or (shown_path(w) if w.startswith("/") else w) for w in words)
+
+
+def stream(
+    command: Sequence[str | Path],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    every: float = 60.0,
+) -> None:
+    """Run a command, keeping its own output out of the page: one line naming it, its latest line of
+    output at most every `every` seconds while it runs (a long training), and its time when it ends.
 
     Raises `CommandError` with the command and its last lines of output when it fails.
     """
-    print("$", " ".join(str(c) for c in command), flush=True)
-    merged = {**os.environ, **(env or {})}
+    print("$", shown_command(command), flush=True)
+    started = time.monotonic()
     process = subprocess.Popen(
         [str(c) for c in command],
         cwd=cwd or REPO,
-        env=merged,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     assert process.stdout is not None
     tail: list[str] = []
-    pending, last_progress = b"", 0.0
+    pending, last_shown = b"", started
     while chunk := process.stdout.read1(4096):
         pending += chunk
         *complete, pending = re.split(rb"(?<=[\r\n])", pending)
-        for piece in complete:
-            text = piece.decode(errors="replace").strip()
-            if not text:
-                continue
-            tail = [*tail[-39:], text]
-            if piece.endswith(b"\n") or time.monotonic() - last_progress > 5.0:
-                print(text, flush=True)
-                last_progress = time.monotonic()
-    if pending.strip():
-        print(pending.decode(errors="replace").strip(), flush=True)
+        lines = [text for piece in complete if (text := piece.decode(errors="replace").strip())]
+        tail = (tail + lines)[-40:]
+        if tail and time.monotonic() - last_shown > every:
+            print(f"  ... {tail[-1]}", flush=True)
+            last_shown = time.monotonic()
+    tail = [*tail, pending.decode(errors="replace").strip()] if pending.strip() else tail
     code = process.wait()
     if code != 0:
         last = "\n".join(tail[-15:])
-        raise CommandError(
-            f"`{' '.join(str(c) for c in command)}` exited with status {code}; its last output:\n{last}"
-        )
+        raise CommandError(f"`{shown_command(command)}` exited with status {code}; its last output:\n{last}")
+    print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def ensure_data(
@@ -93,7 +106,8 @@ def ensure_data(
         raise FileNotFoundError(f"{root}: no WFLW_annotations folder; run `make data` (see data/README.md)")
     if data_kind != "synthetic":
         raise ValueError(f"data_kind must be 'synthetic' or 'wflw', not {data_kind!r}")
-    synthesize(root, n_train=synth_train, n_test=synth_test, seed=seed)
+    print(f"synthesising {synth_train} + {synth_test} faces into {shown_path(root)}", flush=True)
+    synthesize(root, n_train=synth_train, n_test=synth_test, seed=seed, progress=False)
     return root
 
 
@@ -146,23 +160,14 @@ def ensure_run(
     if rerun and run.exists():
         aside = run.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         run.rename(aside)
-        print(f"rerun: moved the previous run to {aside}")
+        print(f"rerun: moved the previous run to {shown_path(aside)}")
     if run_finished(run):
-        print(f"reusing the finished run in {run} (pass rerun=True to train again)")
+        print(f"reusing the finished run in {shown_path(run)} (pass rerun=True to train again)")
         return run
-    args = ["train", "--preset", preset, "--data-root", str(repo_path(data_root)), "--out", str(run)]
+    args = ["--preset", preset, "--data-root", str(repo_path(data_root)), "--out", str(run)]
     if (run / "last.pt").is_file():
         args.append("--resume")
-    if nproc > 1:
-        launcher = [
-            str(Path(sys.executable).with_name("torchrun")),
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-        ]
-        command = [*launcher, "-m", "hrnet_lib", *args]
-    else:
-        command = [sys.executable, "-m", "hrnet_lib", *args]
-    stream(command, env={"PYTHONUNBUFFERED": "1"})
+    stream(train_command(nproc, args), env={"PYTHONUNBUFFERED": "1"})
     if not run_finished(run):
         raise RuntimeError(f"{run}: training ended without a finished run (see the output above)")
     return run
@@ -236,6 +241,6 @@ def ensure_results(
         ]
         stream([*command, "--out", str(out)], env={"PYTHONUNBUFFERED": "1"})
     else:
-        print(f"reusing {out}")
+        print(f"reusing {shown_path(out)}")
     with open(out, encoding="utf-8") as handle:
         return json.load(handle)

@@ -16,7 +16,7 @@ from hrnet_lib.book.chapter import (
     repo_path,
     run_provenance,
 )
-from hrnet_lib.evaluate.report import COLUMNS, PUBLISHED, paired_difference
+from hrnet_lib.evaluate.report import COLUMNS, PUBLISHED, nme_row, paired_difference
 
 
 def report_summary(parameters: dict[str, Any]) -> str:
@@ -53,8 +53,8 @@ def report_summary(parameters: dict[str, Any]) -> str:
         "",
     ]
     rows = [["published HRNetV2-W18 (mmpose)", *(PUBLISHED[c] for c in COLUMNS)]]
-    ours = [results["table"]["model"][c]["nme"] for c in COLUMNS]
-    rows.append(["this run", *ours])
+    rows.append(nme_row("this run", results["table"]["model"]))
+    ours = rows[-1][1:]
     same_recipe = comparable(parameters["data_kind"], parameters["preset"], run)
     differing = ", ".join(
         [f"{parameters['data_kind']} data", f"preset {parameters['preset']}", *recipe_variants(run)]
@@ -62,7 +62,7 @@ def report_summary(parameters: dict[str, Any]) -> str:
     if same_recipe:
         differences = (None if v is None else v - PUBLISHED[c] for v, c in zip(ours, COLUMNS, strict=True))
         rows.append(["this run - published", *differences])
-    rows.append(["mean-shape baseline", *(results["table"]["baseline"][c]["nme"] for c in COLUMNS)])
+    rows.append(nme_row("mean-shape baseline", results["table"]["baseline"]))
     other_rows, intervals = other_evaluations(run, results)
     rows += other_rows
     lines += [
@@ -98,7 +98,7 @@ def other_evaluations(run: Path, results: dict[str, Any]) -> tuple[list[list[Any
         if path.is_file():
             with open(path, encoding="utf-8") as handle:
                 other = json.load(handle)
-            rows.append([label, *(other["table"]["model"][c]["nme"] for c in COLUMNS)])
+            rows.append(nme_row(label, other["table"]["model"]))
             if name == "published":
                 test = paired_difference(results, other)["test"]
                 intervals = (
@@ -131,6 +131,7 @@ def _median(values: Sequence[float]) -> float:
 
 
 def write_report_page(path: Path, parameters: dict[str, Any]) -> None:
-    """Write the generated part of the reproduction report page (included by book/reproduction.md)."""
+    """Write the generated part of the reproduction report page (included by book/reproduction.md), its
+    paths shown relative to the repository."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report_summary(parameters), encoding="utf-8")
+    path.write_text(viz.shown_paths(report_summary(parameters)), encoding="utf-8")

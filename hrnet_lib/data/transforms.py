@@ -95,6 +95,18 @@ def warp_matrix(
     turns the image content counter-clockwise as displayed, y pointing down). mmpose rounds its three points
     to float32; this computes in float64, so the two agree to about 1e-4 pixel.
     """
+    return affine_from_points(*warp_points(center, scale, rotation_deg, output_size))
+
+
+def warp_points(
+    center: Sequence[float] | np.ndarray,
+    scale: Sequence[float] | np.ndarray,
+    rotation_deg: float,
+    output_size: Sequence[int] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The three point pairs (src (3, 2) in the image, dst (3, 2) in the crop) that fix `warp_matrix`:
+    the box centre, the middle of its left edge (turned by the rotation), and the point that makes a
+    right angle with them (the first two turned by 90 degrees about the second)."""
     center = np.asarray(center, dtype=np.float64)
     src_w = float(np.asarray(scale, dtype=np.float64)[0])
     dst_w, dst_h = (float(v) for v in np.asarray(output_size)[:2])
@@ -106,7 +118,7 @@ def warp_matrix(
     dst[0] = (0.5 * dst_w, 0.5 * dst_h)
     dst[1] = dst[0] + np.array([-0.5 * dst_w, 0.0])
     dst[2] = _third_point(dst[0], dst[1])
-    return affine_from_points(src, dst)
+    return src, dst
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

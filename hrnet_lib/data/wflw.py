@@ -100,8 +100,9 @@ def _coordinate_name(index: int) -> str:
     return f"{'xy'[index % 2]}{index // 2}"
 
 
-def _field_names(short: bool) -> list[str]:
-    """Names of the fields of a 207-field line, or of a 197-field line when `short`, in file order."""
+def field_names(short: bool = False) -> list[str]:
+    """Names of the fields of a 207-field line, or of a 197-field line when `short`, in file order:
+    x0 y0 ... x97 y97, then x_min y_min x_max y_max and the six flags (long form only), then image."""
     names = [_coordinate_name(i) for i in range(2 * NUM_KEYPOINTS)]
     if not short:
         names += [*BOX_FIELDS, *ATTRIBUTES]
@@ -132,7 +133,7 @@ def _decode_line(raw: bytes, path: Path, line: int, short: bool) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         index = len(raw[: err.start + 1].split()) - 1  # the token holding the bad byte
-        names = _field_names(short)
+        names = field_names(short)
         name = names[index] if index < len(names) else "count"
         message = f"not UTF-8 text: byte 0x{raw[err.start]:02x} at column {err.start + 1}"
         raise WFLWFormatError(path, line, name, message) from None
@@ -172,8 +173,11 @@ def _parse_image_path(token: str, path: Path, line: int, errors: list[WFLWFormat
         )
 
 
-def _parse_line(text: str, path: Path, line: int, short: bool) -> tuple[Face | None, list[WFLWFormatError]]:
-    """Parse one line (207 fields, or 197 when `short`); return the face (None if broken) and all errors."""
+def parse_line(
+    text: str, path: Path, line: int, short: bool = False
+) -> tuple[Face | None, list[WFLWFormatError]]:
+    """Parse one annotation line (207 fields, or 197 when `short`) of file `path`; return the face (None
+    if broken) and all its errors, each naming the file, the line and the field."""
     tokens = text.split()
     expected = SUBSET_FIELDS if short else ANNOTATION_FIELDS
     if len(tokens) != expected:
@@ -221,11 +225,19 @@ def _parse_file(
         except WFLWFormatError as err:
             errors.append(err)
             continue
-        face, line_errors = _parse_line(text, path, line, short)
+        face, line_errors = parse_line(text, path, line, short)
         errors += line_errors
         if face is not None:
             faces.append(face)
     return faces, errors
+
+
+def one_face_per_image(faces: list[Face], count: int) -> list[Face]:
+    """The first face of each image, in file order, up to `count` faces (a figure of distinct photos)."""
+    first: dict[str, Face] = {}
+    for face in faces:
+        first.setdefault(face.image, face)
+    return list(first.values())[:count]
 
 
 def _face_line(face: Face) -> tuple[str, int | None]:

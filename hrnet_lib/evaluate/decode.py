@@ -169,10 +169,9 @@ def predict_heatmaps(
 ) -> Tensor:
     """Heatmaps (B, K, h, w) of normalised images (B, 3, S, S), with mmpose's flip test when ``flip``.
 
-    Flip test: the model also sees the horizontally mirrored images; their heatmaps are mirrored back,
-    their channels re-paired (``flip_indices``, default the WFLW flip permutation for K points),
-    shifted one pixel right (column 0 keeps its value), and averaged with the plain heatmaps. Runs in
-    inference mode with the model in eval mode (its previous mode is restored). Returns float32.
+    Flip test: the model also sees the horizontally mirrored images, and their heatmaps, brought back by
+    `flip_back`, are averaged with the plain heatmaps. Runs in inference mode with the model in eval mode
+    (its previous mode is restored). Returns float32.
     """
     was_training = model.training
     model.eval()
@@ -181,14 +180,20 @@ def predict_heatmaps(
             heatmaps = model(images).float()
             if not flip:
                 return heatmaps
-            mirrored = model(images.flip(-1)).float().flip(-1)
-            if flip_indices is None:
-                from hrnet_lib.data.transforms import flip_permutation
-
-                flip_indices = flip_permutation(heatmaps.shape[1])
-            index = torch.as_tensor(np.asarray(flip_indices), dtype=torch.long, device=heatmaps.device)
-            mirrored = mirrored.index_select(1, index)
-            mirrored[..., 1:] = mirrored[..., :-1].clone()
-            return (heatmaps + mirrored) * 0.5
+            return (heatmaps + flip_back(model(images.flip(-1)).float(), flip_indices)) * 0.5
     finally:
         model.train(was_training)
+
+
+def flip_back(heatmaps: Tensor, flip_indices: Sequence[int] | None = None) -> Tensor:
+    """The heatmaps (B, K, h, w) of mirrored images brought back onto the original, as mmpose's flip test
+    does: mirrored left-right, channels re-paired (``flip_indices``, default the WFLW flip permutation for
+    K points) and shifted one pixel right (column 0 keeps its value)."""
+    if flip_indices is None:
+        from hrnet_lib.data.transforms import flip_permutation
+
+        flip_indices = flip_permutation(heatmaps.shape[1])
+    index = torch.as_tensor(np.asarray(flip_indices), dtype=torch.long, device=heatmaps.device)
+    mirrored = heatmaps.flip(-1).index_select(1, index)
+    mirrored[..., 1:] = mirrored[..., :-1].clone()
+    return mirrored

@@ -218,6 +218,12 @@ def paired_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str,
     return differences
 
 
+def nme_row(name: str, table: dict[str, Any]) -> list[Any]:
+    """A table row: `name`, then the NME (%) of each column in the model-zoo order (None when empty), from
+    a results table's "model" or "baseline" entry."""
+    return [name, *(table[column]["nme"] for column in COLUMNS)]
+
+
 def ci_text(scores: dict[str, Any], digits: int = 2) -> str:
     """A column's NME interval as a table cell ("3.95 to 4.12"); "-" when empty (NaN, or None once written
     to JSON) or not recorded."""

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 
-from hrnet_lib.model.hrnet import HRNet, build_model
+from hrnet_lib.model.hrnet import HighResolutionModule, HRNet, build_model
 
 
 def fuse_conv_bn(module: nn.Module) -> int:
@@ -112,31 +112,11 @@ def model_summary(model: HRNet, input_size: int = 256) -> dict[str, Any]:
     }
     params["total"] = sum(p.numel() for p in model.parameters())
 
-    shapes: dict[str, list[tuple[int, ...]]] = {}
-
-    def record(stage: str):
-        def hook(_module: nn.Module, _inputs: Any, output: Tensor | list[Tensor]) -> None:
-            outs = output if isinstance(output, (list, tuple)) else [output]
-            shapes[stage] = [tuple(o.shape[1:]) for o in outs]
-
-        return hook
-
-    hooks = [
-        getattr(model, names[-1]).register_forward_hook(record(stage))
-        for stage, names in _STAGE_MODULES.items()
-    ]
-    hooks.append(model.head.register_forward_pre_hook(lambda _m, inputs: record("concat")(_m, (), inputs[0])))
-    was_training = model.training
-    device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
-    try:
-        model.eval()
-        with torch.no_grad(), counter:
-            out = model(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    with counter:
+        traced = dict(trace_shapes(model, input_size))
+    shapes = {"stem": traced["conv2"], "stage1": traced["layer1"]}
+    shapes |= {name: traced[name] for name in ("stage2", "stage3", "stage4", "concat", "head")}
 
     by_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
     root = type(model).__name__
@@ -148,12 +128,76 @@ def model_summary(model: HRNet, input_size: int = 256) -> dict[str, Any]:
     flops["other"] = flops["total"] - sum(flops[s] for s in STAGES)
     return {
         "input_size": input_size,
-        "output_shape": tuple(out.shape[1:]),
+        "output_shape": traced["head"][0],
         "params": params,
         "flops": flops,
         "gmacs": {k: v / 2e9 for k, v in flops.items()},
         "shapes": shapes,
     }
+
+
+def trace_shapes(model: HRNet, input_size: int = 256) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """One (1, 3, S, S) image traced through the network: (step, [(C, H, W) per branch]) in the order
+    the forward pass reaches it, from the input through the stem, each transition (the input of the
+    next stage) and stage, to the HRNetV2 concatenation and the heatmaps."""
+    steps: list[tuple[str, list[tuple[int, ...]]]] = [("input", [(3, input_size, input_size)])]
+
+    def shapes(value: Tensor | list[Tensor]) -> list[tuple[int, ...]]:
+        return [tuple(v.shape[1:]) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+    def after(name: str) -> Callable:
+        return lambda _module, _inputs, output: steps.append((name, shapes(output)))
+
+    def before(name: str) -> Callable:
+        return lambda _module, inputs: steps.append((name, shapes(inputs[0])))
+
+    hooks = [getattr(model, name).register_forward_hook(after(name)) for name in ("conv1", "conv2", "layer1")]
+    for n in (2, 3, 4):
+        stage = getattr(model, f"stage{n}")
+        hooks += [stage.register_forward_pre_hook(before(f"transition{n - 1}"))]
+        hooks += [stage.register_forward_hook(after(f"stage{n}"))]
+    hooks += [
+        model.head.register_forward_pre_hook(before("concat")),
+        model.head.register_forward_hook(after("head")),
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return steps
+
+
+def fuse_plan(module: HighResolutionModule) -> list[list[dict[str, Any]]]:
+    """What each path of a module's fusion does, read from its layers: plan[i][j] says how input branch j
+    reaches output branch i: {"kind": "identity" | "upsample" | "strided", "factor": resolution ratio,
+    "convs": convolutions on the way, "channels": (in, out)}."""
+    channels = module.out_channels
+    plan = []
+    for i, row in enumerate(module.fuse_layers):
+        cells = []
+        for j, layer in enumerate(row):
+            convs = sum(isinstance(m, nn.Conv2d) for m in layer.modules())
+            if isinstance(layer, nn.Identity):
+                kind = "identity"
+            elif any(isinstance(m, nn.Upsample) for m in layer.modules()):
+                kind = "upsample"
+            else:
+                kind = "strided"
+            cells.append(
+                {
+                    "kind": kind,
+                    "factor": 2 ** abs(j - i),
+                    "convs": convs,
+                    "channels": (channels[j], channels[i]),
+                }
+            )
+        plan.append(cells)
+    return plan
 
 
 def _flops_under(by_module: dict[str, int], prefix: str) -> int:

@@ -67,3 +67,19 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.steps * self.global_batch // self.world - self.skip
+
+
+def deal(
+    size: int, global_batch: int, world: int, seed: int, epoch: int = 0, step: int = 0
+) -> list[list[int]]:
+    """The faces of global batch `step` of `epoch` that each of `world` processes trains on: one list of
+    face indices per rank, as that rank's `EpochSampler` yields them."""
+    if global_batch % world:
+        raise ValueError(f"a world of {world} processes cannot share a global batch of {global_batch}")
+    share = global_batch // world
+    shares = []
+    for rank in range(world):
+        sampler = EpochSampler(size, global_batch, world, rank, seed)
+        sampler.set_epoch(epoch)
+        shares.append(list(sampler)[step * share : (step + 1) * share])
+    return shares
