@@ -142,3 +142,17 @@ def test_rect_protocol_alone_fills_the_table(dataset: Path, tmp_path: Path) -> N
     results = json.loads(out.read_text())
     assert results["provenance"]["crops"] == "rect" and "rect crops" in results["provenance"]["annotations"]
     assert list(results["crop_protocols"]) == ["rect"]
+
+
+def test_crop_views_show_the_face_where_its_landmarks_say() -> None:
+    """A white dot at (70, 40) of a photo seen through two crop squares: the dot's crop pixel is white and
+    the landmark is mapped to it (centre of a square of side 64 at size 64: one photo pixel a pixel)."""
+    photo = np.zeros((100, 120, 3), np.uint8)
+    photo[38:43, 68:73] = 255
+    landmarks = np.array([[70.0, 40.0]])
+    squares = {"near": np.array([70.0, 40.0, 64.0]), "left": np.array([90.0, 40.0, 32.0])}
+    views, points = crops.crop_views(photo, landmarks, squares, size=64)
+    np.testing.assert_allclose(points[0], [[32.0, 32.0]])
+    np.testing.assert_allclose(points[1], [[32.0 - 20 * 2, 32.0]])  # 20 px left, two crop pixels a pixel
+    assert views[0][32, 32].tolist() == [255, 255, 255] and views[0].shape == (64, 64, 3)
+    assert views[1][32, 0].tolist() == [0, 0, 0]

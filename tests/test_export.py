@@ -14,7 +14,7 @@ from oracle import small_checkpoint
 
 from hrnet_lib.evaluate import export
 from hrnet_lib.evaluate.landmarker import Landmarker
-from hrnet_lib.model.onnx import OPSET, OnnxHeatmaps, heatmap_difference
+from hrnet_lib.model.onnx import OPSET, OnnxHeatmaps, bench_onnxruntime, heatmap_difference
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,15 @@ def test_out_must_name_an_onnx_file(exported, tmp_path: Path, capsys: pytest.Cap
     checkpoint, _, _ = exported
     assert export.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "model.pt")]) == 1
     assert "name the .onnx file" in capsys.readouterr().err
+
+
+def test_bench_sets_onnxruntime_beside_eager_and_fused() -> None:
+    """What the bench records (not how fast): the three variants per batch size and their ratios."""
+    result = bench_onnxruntime(
+        batch_sizes=(2,), iters=1, input_size=64, name="hrnetv2_w18_small_v2", threads=1
+    )
+    assert result["onnxruntime_threads"] == 1 and result["opset"] == OPSET
+    speeds = result["images_per_s"][2]
+    assert set(speeds) == {"eager", "fused", "onnxruntime"} and all(v > 0 for v in speeds.values())
+    assert result["onnxruntime_vs_fused"][2] == pytest.approx(speeds["onnxruntime"] / speeds["fused"])
+    assert result["onnxruntime_vs_eager"][2] == pytest.approx(speeds["onnxruntime"] / speeds["eager"])

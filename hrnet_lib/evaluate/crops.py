@@ -21,10 +21,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from hrnet_lib.data.loader import crop_box, read_image
+from hrnet_lib.data.transforms import transform_points, warp_matrix
 from hrnet_lib.data.wflw import Face
 from hrnet_lib.evaluate.boxes import (
     box_iou,
@@ -118,3 +120,16 @@ def crop_squares(faces: list[Face]) -> np.ndarray:
     """Each face's padded crop square (N, 3): centre x, centre y and side, in photo pixels."""
     squares = [crop_box(face) for face in faces]
     return np.array([[*center, scale[0]] for center, scale in squares]).reshape(-1, 3)
+
+
+def crop_views(
+    photo: np.ndarray, landmarks: np.ndarray, squares: dict[str, np.ndarray], size: int = 256
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """What the network sees of one face under each protocol: the crops (size x size, the photo's channel
+    order) of its crop squares (centre x, centre y, side), and the face's true landmarks in each crop."""
+    views, points = [], []
+    for cx, cy, side in squares.values():
+        matrix = warp_matrix((cx, cy), (side, side), 0.0, (size, size))
+        views.append(cv2.warpAffine(photo, matrix, (size, size), flags=cv2.INTER_LINEAR))
+        points.append(transform_points(landmarks, matrix))
+    return views, points
