@@ -33,7 +33,7 @@ PRETRAINED ?= $(if $(filter wflw,$(DATA)),$(IMAGENET_WEIGHTS))
 .PHONY: help setup test lint data synth train evaluate book reproduce lab bench clean
 
 help:
-	@echo "make setup      create .venv and install hrnet_lib with its extras (idempotent)"
+	@echo "make setup      create .venv and install hrnet_lib with its extras, onnx included (idempotent)"
 	@echo "make test       lint, unit tests, notebook smoke runs and the book build"
 	@echo "make reproduce  data -> train -> evaluate -> book (synthetic on CPU, WFLW with DATA=wflw GPUS=N)"
 	@echo "make data       download WFLW into data/WFLW and the ImageNet weights (or see data/README.md)"
@@ -49,7 +49,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,book]'
+	$(PY) -m pip install --quiet -e '.[dev,book,onnx]'
 	touch $(STAMP)
 
 lint: setup

@@ -12,6 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "Landmarker": "hrnet_lib.evaluate.landmarker",
+    "FaceLandmarks": "hrnet_lib.evaluate.landmarker",
     "build_model": "hrnet_lib.model.hrnet",
     "load_weights": "hrnet_lib.model.weights",
     "optimize_for_inference": "hrnet_lib.model.inference",

@@ -12,9 +12,14 @@ import sys
 COMMANDS = {
     "data": ("hrnet_lib.data.cli", "check or download a WFLW root, or fetch the ImageNet weights"),
     "synth": ("hrnet_lib.data.synthetic", "write a synthetic dataset in the official WFLW layout"),
+    "synth-video": (
+        "hrnet_lib.data.synthetic_video",
+        "write a synthetic video of a moving face and its landmarks",
+    ),
     "train": ("hrnet_lib.train.loop", "train a model with a named preset (also under torchrun)"),
     "evaluate": ("hrnet_lib.evaluate.report", "evaluate a checkpoint on the test set and its six subsets"),
-    "predict": ("hrnet_lib.evaluate.predict", "find the 98 landmarks on any photo"),
+    "predict": ("hrnet_lib.evaluate.predict", "find the 98 landmarks on any photo or video"),
+    "export": ("hrnet_lib.evaluate.export", "export a checkpoint to ONNX, checked against PyTorch"),
     "bench": ("hrnet_lib.bench", "measure data, model and training throughput"),
 }
 
@@ -22,7 +27,7 @@ COMMANDS = {
 def usage() -> str:
     """The command list printed by `python -m hrnet_lib --help`."""
     lines = ["usage: python -m hrnet_lib COMMAND [ARGS]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

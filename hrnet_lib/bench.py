@@ -35,6 +35,7 @@ from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.io import save_json
 from hrnet_lib.model.hrnet import build_model
 from hrnet_lib.model.inference import bench_forward
+from hrnet_lib.model.onnx import bench_onnxruntime
 from hrnet_lib.provenance import hardware
 from hrnet_lib.train.datasets import build_datasets
 from hrnet_lib.train.loop import forward_backward
@@ -66,6 +67,8 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         for batch, row in model["images_per_s"].items():
             for variant, value in row.items():
                 bars.append((f"{device} forward\nbatch {batch}, {variant}", value))
+    for batch, row in results.get("onnxruntime", {}).get("images_per_s", {}).items():
+        bars.append((f"cpu forward\nbatch {batch}, onnxruntime", row["onnxruntime"]))
     bars.append(("train step\n(images/s)", results["train"]["images_per_s"]))
     fig, ax = plt.subplots(figsize=(1.4 * len(bars) + 2, 4), layout="constrained")
     ax.bar(range(len(bars)), [v for _, v in bars], color="#4c72b0")
@@ -329,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bench_onnx_cpu() -> dict[str, Any]:
+    """onnxruntime beside eager PyTorch and `optimize_for_inference` on the CPU (HRNetV2-W18, 256 px, batch
+    1 and 8, as many threads as torch), or why it was not measured."""
+    try:
+        return bench_onnxruntime()
+    except ImportError as error:
+        return {"skipped": str(error)}
+
+
 def measure(args: argparse.Namespace, cfg: TrainConfig) -> dict[str, Any]:
     """Throughput of data loading, the forward pass and the training step of `cfg` on this machine."""
     root = args.data_root or args.out / "synthetic"
@@ -351,6 +363,7 @@ def measure(args: argparse.Namespace, cfg: TrainConfig) -> dict[str, Any]:
         results["data"]["cache"]["samples_per_s"] / results["data"]["no_cache"]["samples_per_s"]
     )
     results["model"] = {"cpu": bench_forward(device="cpu")}
+    results["onnxruntime"] = bench_onnx_cpu()
     if torch.cuda.is_available():
         results["model"]["cuda"] = bench_forward(device="cuda", batch_sizes=(1, 64), compile=args.compile)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,4 +1,5 @@
-"""A stand-in model shared by the evaluation tests: known heatmaps, whatever the image."""
+"""Stand-in models shared by the evaluation tests: known heatmaps whatever the image, and a small random
+checkpoint with trained-like output magnitudes."""
 
 from __future__ import annotations
 
@@ -21,3 +22,23 @@ class OracleHeatmaps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.maps.expand(len(x), -1, -1, -1).clone()
+
+
+def small_checkpoint(path, input_size: int = 64, heatmap_size: int = 16, seed: int = 0):
+    """A project checkpoint of HRNetV2-W18-small-v2 with random weights whose BatchNorm statistics are
+    those of random images, so its heatmaps have trained-like magnitudes (not the near-zero, denormal
+    outputs of a fresh initialisation); returns (path, model in eval mode)."""
+    from hrnet_lib.model.hrnet import build_model
+    from hrnet_lib.model.inference import calibrate_batchnorm
+
+    torch.manual_seed(seed)
+    model = build_model("hrnetv2_w18_small_v2", num_keypoints=98)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.normal_(0, 1 / module.weight[0].numel() ** 0.5)
+    calibrate_batchnorm(model, torch.randn(4, 3, input_size, input_size))
+    config = {"model": "hrnetv2_w18_small_v2", "num_keypoints": 98, "upsample": "bilinear"}
+    config |= {"input_size": input_size, "heatmap_size": heatmap_size}
+    torch.save({"model": model.state_dict(), "config": config}, path)
+    return path, model

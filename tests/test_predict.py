@@ -1,5 +1,5 @@
-"""Tests for hrnet_lib.evaluate.predict: the predict command on a photo with a box, the box and crop
-geometry, and the clear errors for an unreadable photo or one without a detectable face."""
+"""Tests for hrnet_lib.evaluate.predict: the predict command on a photo with a box and on a synthetic
+video, and the clear errors for an unreadable photo, one without a detectable face, or a bad box."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from oracle import OracleHeatmaps
 
+from hrnet_lib.data import synthetic_video
+from hrnet_lib.data.video import VideoReader
 from hrnet_lib.evaluate import predict
+from hrnet_lib.evaluate.boxes import landmark_box
+from hrnet_lib.io import read_jsonl
 from hrnet_lib.model.hrnet import build_model
 
 
@@ -66,24 +69,6 @@ def test_predict_with_box_writes_png_and_json(checkpoint: Path, photo: Path, tmp
     # heatmap pixel (the -1 of a non-positive maximum).
     side, stride_px = 1.25 * 120, 1.25 * 120 / 16
     assert np.all(np.abs(landmarks - [160, 120]) <= side / 2 + stride_px + 1e-6)
-
-
-def test_predict_landmarks_maps_back_through_each_box() -> None:
-    peaks = np.random.default_rng(1).integers(2, 14, size=(98, 2))
-    boxes = np.array([[100.0, 50.0, 180.0, 150.0], [10.0, 20.0, 50.0, 40.0]])
-    image = np.zeros((200, 300, 3), dtype=np.uint8)
-    landmarks, scores = predict.predict_landmarks(OracleHeatmaps(peaks, 16), image, boxes, 64, 16, flip=False)
-    for box, points in zip(boxes, landmarks, strict=True):
-        centre = (box[:2] + box[2:]) / 2
-        side = 1.25 * (box[2:] - box[:2]).max()  # square around the longer side, padded 1.25
-        np.testing.assert_allclose(points, centre + (4 * peaks - 32) * side / 64, atol=1e-6)
-    np.testing.assert_allclose(scores, 1.0)
-
-
-def test_detection_becomes_a_lower_tighter_face_box() -> None:
-    box = predict.face_box_from_detection(np.array([100.0, 200.0, 200.0, 300.0]))
-    # side 100 -> 90; centre (150, 250) moved down by 10
-    np.testing.assert_allclose(box, [105.0, 215.0, 195.0, 305.0])
 
 
 def test_unreadable_image_is_a_clear_error(
@@ -146,3 +131,46 @@ def test_box_partly_outside_the_photo_is_predicted(checkpoint: Path, photo: Path
     # Within the padded crop, the box's square (side 80) padded 1.25 around its centre (320, 20), give or
     # take one heatmap pixel (100 / 16): an untrained heatmap with no positive value decodes to -1 (mmpose).
     assert np.all(np.abs(points - [320, 20]) <= 1.25 * 80 / 2 + 100 / 16 + 1e-6)
+
+
+def test_predict_video_tracks_and_writes_video_frames_and_summary(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    video = tmp_path / "clip.mp4"
+    assert synthetic_video.main(["--out", str(video), "--frames", "8"]) == 0
+    truth = read_jsonl(synthetic_video.truth_path(video))
+    assert [r["frame"] for r in truth] == list(range(8))
+    box = landmark_box(np.array(truth[0]["landmarks"]))
+    out = tmp_path / "annotated.mp4"
+    argv = [str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu", "--quiet"]
+    argv += [
+        "--box",
+        *map(str, box),
+        "--min-score",
+        "0",
+        "--smooth",
+        "--truth",
+        str(synthetic_video.truth_path(video)),
+    ]
+    assert predict.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "8 frames" in printed and "jitter" in printed
+    written = VideoReader(out)
+    assert (written.width, written.height) == (640, 480) and len(list(written)) == 8
+    frames = read_jsonl(out.with_suffix(".jsonl"))
+    assert [r["frame"] for r in frames] == list(range(8))
+    assert all(len(r["faces"]) == 1 and np.array(r["faces"][0]["landmarks"]).shape == (98, 2) for r in frames)
+    np.testing.assert_allclose(frames[0]["faces"][0]["box"], box)  # the given box starts the track
+    assert not any(r["detector"] for r in frames)  # never lost (--min-score 0): no detection
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["frames"] == 8 and summary["detector_runs"] == 0 and summary["tracker"]["smoothing"]
+    assert summary["metrics"]["frames"] == 8 and summary["metrics"]["missed_frames"] == 0
+
+
+def test_predict_video_needs_an_mp4_out(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    video = tmp_path / "clip.mp4"
+    assert synthetic_video.main(["--out", str(video), "--frames", "2"]) == 0
+    assert predict.main([str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "a.png")]) == 1
+    assert "name the .mp4" in capsys.readouterr().err

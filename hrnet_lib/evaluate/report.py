@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from hrnet_lib import viz
 from hrnet_lib.data.loader import WFLWDataset, build_loader, crop_box
 from hrnet_lib.data.wflw import IMAGE_DIR, MATCH_TOLERANCE, load_split, load_subsets, read_mmpose_json
 from hrnet_lib.device import resolve_device
+from hrnet_lib.evaluate.crops import PROTOCOLS, crop_squares, parse_protocols, protocol_faces
 from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.evaluate.metrics import bootstrap_ci, ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
@@ -258,6 +260,25 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def protocol_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """One row per crop protocol of a results file: its name, then NME (%) per table column (None when
+    empty), then how many faces fell back (detector) or None."""
+    rows = []
+    for name, record in results.get("crop_protocols", {}).items():
+        nmes = [record["table"][column]["nme"] for column in COLUMNS]
+        rows.append([name, *(None if v is None or v != v else v for v in nmes), record.get("missed")])
+    return rows
+
+
+def format_protocols(results: dict[str, Any]) -> str:
+    """The crop-protocol table (markdown): NME (%) per column for each protocol of the results."""
+    lines = ["| crops | " + " | ".join(COLUMNS) + " | detector missed |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name, *values, missed in protocol_rows(results):
+        cells = [_cell(v, 2) for v in values] + ["-" if missed is None else str(missed)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -310,9 +331,14 @@ def evaluate(
     device: str = "auto",
     bf16: bool = True,
     progress: bool = True,
+    crops: Sequence[str] = ("landmarks",),
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate a checkpoint on the test set and its subsets; returns (results for the JSON, arrays:
-    "predictions", "landmarks" (ground truth) and "baseline", each (N, K, 2) image pixels)."""
+    "predictions", "landmarks" (ground truth) and "baseline", each (N, K, 2) image pixels).
+
+    `crops` names the crop protocols to run (`crops.PROTOCOLS`); the first one fills the table, and
+    "crop_protocols" holds every protocol's per-subset scores, with "predictions_<name>" and the crop
+    squares "crops_<name>" (N, 3) among the arrays."""
     data_root = Path(data_root)
     torch_device = resolve_device(device)
     model, config = load_model(checkpoint)
@@ -322,39 +348,69 @@ def evaluate(
     if annotations is not None:
         json_path = Path(annotations)
         faces = with_official_crops(faces, json_path / TEST_JSON if json_path.is_dir() else json_path)
-    predictions = predict_faces(
-        model,
-        faces,
-        data_root / IMAGE_DIR,
-        config["input_size"],
-        config["heatmap_size"],
-        flip,
-        decoder,
-        batch_size,
-        workers,
-        torch_device,
-        bf16,
-        progress,
-    )
     truth = np.stack([face.landmarks for face in faces])
-    per_face = nme(predictions, truth)
+    arrays = {"landmarks": truth}
+    protocols: dict[str, Any] = {}
+    for name in crops:
+        cropped, record = protocol_faces(faces, name, data_root / IMAGE_DIR, progress)
+        predicted = predict_faces(
+            model,
+            cropped,
+            data_root / IMAGE_DIR,
+            config["input_size"],
+            config["heatmap_size"],
+            flip,
+            decoder,
+            batch_size,
+            workers,
+            torch_device,
+            bf16,
+            progress,
+        )
+        arrays[f"predictions_{name}"], arrays[f"crops_{name}"] = predicted, crop_squares(cropped)
+        table = subset_scores(nme(predicted, truth), subsets)
+        protocols[name] = {"rule": PROTOCOLS[name], "table": table, **record}
+    arrays["predictions"] = predictions = arrays[f"predictions_{crops[0]}"]
+    arrays["baseline"] = baseline = baseline_landmarks(data_root, test_boxes)
+    results = results_record(checkpoint, data_root, faces, subsets, predictions, truth, baseline)
+    results["provenance"] |= {
+        "annotations": crops_text(annotations, crops[0]),
+        "crops": crops[0],
+        "decoder": decoder,
+        "flip_test": flip,
+        "precision": "bf16" if torch_device.type == "cuda" and bf16 else "fp32",
+        "model": config,
+        **run_record(torch_device),
+    }
+    results["crop_protocols"] = protocols
+    return results, arrays
 
-    baseline = baseline_landmarks(data_root, test_boxes)
+
+def crops_text(annotations: str | Path | None, protocol: str) -> str:
+    """What cropped the table's faces, for the provenance and the book's captions."""
+    if protocol == "landmarks":
+        return str(annotations) if annotations is not None else "official txt (landmark-box crops)"
+    return f"{protocol} crops: {PROTOCOLS[protocol]}"
+
+
+def results_record(
+    checkpoint: str | Path,
+    data_root: Path,
+    faces: list,
+    subsets: dict[str, np.ndarray],
+    predictions: np.ndarray,
+    truth: np.ndarray,
+    baseline: np.ndarray,
+) -> dict[str, Any]:
+    """The results file's table, per-face and per-landmark errors and CED curves of one set of predictions."""
+    per_face = nme(predictions, truth)
     baseline_per_face = nme(baseline, truth)
     checkpoint = Path(checkpoint)
-    results = {
+    return {
         "provenance": {
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": _sha256(checkpoint)[:16],
             "data_root": str(data_root),
-            "annotations": str(annotations)
-            if annotations is not None
-            else "official txt (landmark-box crops)",
-            "decoder": decoder,
-            "flip_test": flip,
-            "precision": "bf16" if torch_device.type == "cuda" and bf16 else "fp32",
-            "model": config,
-            **run_record(torch_device),
         },
         "table": {
             "title": checkpoint.name,
@@ -372,8 +428,6 @@ def evaluate(
         "baseline_per_face_nme": baseline_per_face.tolist(),
         "ced": ced_record(per_face, subsets),
     }
-    arrays = {"predictions": predictions, "landmarks": truth, "baseline": baseline}
-    return results, arrays
 
 
 def ced_curves(results: dict[str, Any], baseline: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -444,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"mmpose's {TEST_JSON} (or its folder): use its official crop centre/scale, as published",
     )
+    parser.add_argument(
+        "--crops",
+        default="landmarks",
+        help="crop protocols, comma-separated or 'all': landmarks (default; the landmark box, mmpose's), "
+        "rect (the annotation's detection rectangle), detector (OpenCV's Haar detection); the first one "
+        "fills the table",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -456,6 +517,7 @@ def main(argv: list[str]) -> int:
     """Entry point of `python -m hrnet_lib evaluate`; returns the exit status (0 ok, 1 a clear error)."""
     args = build_parser().parse_args(argv)
     try:
+        crops = parse_protocols(args.crops)
         prepare_output(args.out)
         results, arrays = evaluate(
             args.checkpoint,
@@ -468,12 +530,15 @@ def main(argv: list[str]) -> int:
             device=args.device,
             bf16=not args.fp32,
             progress=not args.quiet,
+            crops=crops,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     results["provenance"]["command"] = shlex.join(["python", "-m", "hrnet_lib", "evaluate", *argv])
     print(format_table(results))
+    if len(crops) > 1:
+        print(format_protocols(results))
     write_results(_nan_to_none(results), arrays, args.out)
     figure, npz = sidecar_paths(args.out)
     print(f"wrote {args.out}, {figure} and {npz}")
