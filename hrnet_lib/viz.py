@@ -447,7 +447,14 @@ def plot_decode(
         ax.imshow(heatmap, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
         ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
         if truth is not None:
-            ax.plot(*np.asarray(truth, dtype=np.float64), "wx", ms=12, mew=2.5, label="ground truth")
+            ax.plot(
+                *np.asarray(truth, dtype=np.float64),
+                "x",
+                color="#00e5ff",
+                ms=12,
+                mew=2.5,
+                label="ground truth",
+            )
     whole.add_patch(
         Rectangle(
             (peak_x - radius - 0.5, peak_y - radius - 0.5), 2 * radius + 1, 2 * radius + 1, fill=False, ec="w"
@@ -462,13 +469,13 @@ def plot_decode(
             value = heatmap[row, col]
             color = "black" if value > middle else "white"
             zoom.text(col, row + 0.32, f"{value:.2g}", ha="center", va="center", fontsize=8, color=color)
-    for (name, point), color in zip(steps.items(), ("#00c2ff", "#ffd400", "#ff3355"), strict=False):
+    for (name, point), color in zip(steps.items(), ("#ffffff", "#ffd400", "#ff3355"), strict=False):
         x, y = np.asarray(point, dtype=np.float64)
         zoom.annotate("", (x, y), (peak_x, peak_y), arrowprops={"arrowstyle": "-|>", "color": color, "lw": 2})
         zoom.plot(x, y, "o", color=color, ms=7, mec="black", label=f"{name} ({x:.2f}, {y:.2f})")
     zoom.set_xlim(cols[0] - 0.5, cols[-1] + 0.5)
     zoom.set_ylim(rows[-1] + 0.5, rows[0] - 0.5)
-    zoom.legend(fontsize=9, loc="upper left", framealpha=0.9)
+    zoom.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     zoom.set_title(f"zoomed to the maximum at ({peak_x}, {peak_y}), the square", fontsize=11)
     return fig
 
@@ -491,7 +498,7 @@ def plot_maps(
         peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
         ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
         if marks is not None and marks[k] is not None:
-            ax.plot(*np.asarray(marks[k], dtype=np.float64), "wx", ms=10, mew=2)
+            ax.plot(*np.asarray(marks[k], dtype=np.float64), "x", color="#00e5ff", ms=10, mew=2)
         if radius is not None:
             ax.set_xlim(peak_x - radius - 0.5, peak_x + radius + 0.5)
             ax.set_ylim(peak_y + radius + 0.5, peak_y - radius - 0.5)
