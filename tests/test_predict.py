@@ -12,6 +12,7 @@ import pytest
 import torch
 from oracle import OracleHeatmaps
 
+from hrnet_lib.device import resolve_precision
 from hrnet_lib.evaluate import predict
 from hrnet_lib.model.hrnet import build_model
 
@@ -58,6 +59,7 @@ def test_predict_with_box_writes_png_and_json(checkpoint: Path, photo: Path, tmp
     assert not np.array_equal(drawn, cv2.imread(str(photo)))  # something was drawn
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["box_source"] == "--box" and len(result["faces"]) == 1
+    assert result["precision"] == resolve_precision(torch.device("cpu"), "auto")  # bf16 where native
     face = result["faces"][0]
     landmarks = np.array(face["landmarks"])
     assert landmarks.shape == (98, 2) and np.isfinite(landmarks).all()
@@ -146,3 +148,26 @@ def test_box_partly_outside_the_photo_is_predicted(checkpoint: Path, photo: Path
     # Within the padded crop, the box's square (side 80) padded 1.25 around its centre (320, 20), give or
     # take one heatmap pixel (100 / 16): an untrained heatmap with no positive value decodes to -1 (mmpose).
     assert np.all(np.abs(points - [320, 20]) <= 1.25 * 80 / 2 + 100 / 16 + 1e-6)
+
+
+def test_precision_flag_forces_fp32_or_bf16(checkpoint: Path, photo: Path, tmp_path: Path) -> None:
+    """On any CPU, fp32 and bf16 are both chosen by the flag and the JSON says which ran."""
+    argv = [
+        str(photo),
+        "--checkpoint",
+        str(checkpoint),
+        "--box",
+        "115",
+        "60",
+        "205",
+        "180",
+        "--device",
+        "cpu",
+    ]
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.png"
+        assert predict.main([*argv, "--out", str(out), "--precision", precision]) == 0
+        result = json.loads(out.with_suffix(".json").read_text())
+        assert result["precision"] == precision
+        landmarks = np.array(result["faces"][0]["landmarks"])
+        assert landmarks.shape == (98, 2) and np.isfinite(landmarks).all()

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from hrnet_lib.device import resolve_device
+from hrnet_lib.device import PRECISIONS, resolve_device, resolve_precision
 from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.evaluate.report import load_model
@@ -85,8 +85,10 @@ def predict_landmarks(
     flip: bool = True,
     decoder: str = "standard",
     device: str | torch.device = "cpu",
+    precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks (N, K, 2) in image pixels and scores (N, K) for face boxes (N, 4) on a BGR image."""
+    """Landmarks (N, K, 2) in image pixels and scores (N, K) for face boxes (N, 4) on a BGR image, in
+    `precision` (one of `device.PRECISIONS`; "auto": bf16 where the device runs it natively)."""
     from hrnet_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, warp_matrix
 
     crops, centers, scales = [], [], []
@@ -103,7 +105,7 @@ def predict_landmarks(
     device = torch.device(device)
     batch = torch.from_numpy(np.stack(crops))
     return crops_to_landmarks(
-        model.to(device),
+        model.to(device, memory_format=torch.channels_last),
         device,
         batch,
         np.stack(centers),
@@ -112,7 +114,7 @@ def predict_landmarks(
         heatmap_size,
         flip,
         decoder,
-        bf16=False,  # fp32 everywhere, as predict always ran
+        precision,
     )
 
 
@@ -153,6 +155,7 @@ def predict_photo(
     flip: bool = True,
     decoder: str = "standard",
     device: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Predict the landmarks of every face of a photo; write OUT.png and OUT.json; return the JSON data."""
     image_path, out = Path(image_path), Path(out)
@@ -174,6 +177,8 @@ def predict_photo(
             )
         boxes = np.stack([face_box_from_detection(d) for d in detections])
     model, config = load_model(checkpoint)
+    torch_device = resolve_device(device)
+    precision = resolve_precision(torch_device, precision)
     landmarks, scores = predict_landmarks(
         model,
         image,
@@ -182,7 +187,8 @@ def predict_photo(
         config["heatmap_size"],
         flip,
         decoder,
-        resolve_device(device),
+        torch_device,
+        precision,
     )
     ok, png = cv2.imencode(".png", draw(image, boxes, landmarks))
     if not ok:
@@ -192,6 +198,7 @@ def predict_photo(
         "checkpoint": str(checkpoint),
         "flip_test": flip,
         "decoder": decoder,
+        "precision": precision,
         "box_source": "--box" if detections is None else f"OpenCV Haar cascade {CASCADE}",
         "faces": [
             {
@@ -222,10 +229,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-flip", action="store_true", help="no flip test")
     parser.add_argument("--decoder", choices=DECODERS, default="standard")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 where the device runs it natively (a GPU, a CPU with AMX or AVX-512 "
+        "BF16), else fp32; bf16 or fp32 force it",
+    )
     args = parser.parse_args(argv)
     try:
         result = predict_photo(
-            args.image, args.checkpoint, args.out, args.box, not args.no_flip, args.decoder, args.device
+            args.image,
+            args.checkpoint,
+            args.out,
+            args.box,
+            not args.no_flip,
+            args.decoder,
+            args.device,
+            args.precision,
         )
     except (PredictError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
