@@ -30,16 +30,28 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from hrnet_lib.data.loader import bench_loader, worker_options
 from hrnet_lib.data.synthetic import synthesize
-from hrnet_lib.device import memory_mb, resolve_device
+from hrnet_lib.device import (
+    cpu_bf16_native,
+    dense_bf16_peak_tflops,
+    memory_mb,
+    resolve_device,
+    resolve_precision,
+)
 from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.io import save_json
 from hrnet_lib.model.hrnet import build_model
-from hrnet_lib.model.inference import bench_forward
+from hrnet_lib.model.inference import (
+    _time_variants,
+    bench_forward,
+    calibrate_batchnorm,
+    optimize_for_inference,
+)
 from hrnet_lib.model.onnx import bench_onnxruntime
 from hrnet_lib.provenance import hardware
 from hrnet_lib.train.datasets import build_datasets
 from hrnet_lib.train.loop import forward_backward
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
+from hrnet_lib.train.run_dir import training_flops
 from hrnet_lib.train.runtime import Runtime, TrainingError, batch_sizes, set_train_mode
 
 # Each variant: config overrides and environment variables for its process. They test the candidate
@@ -48,7 +60,7 @@ from hrnet_lib.train.runtime import Runtime, TrainingError, batch_sizes, set_tra
 COLD_START_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "default": ([], {}),
     "no-benchmark": (["cudnn_benchmark=false"], {}),
-    "fp32-nchw": (["bf16=false", "channels_last=false"], {}),
+    "fp32-nchw": (["precision=fp32", "channels_last=false"], {}),
     "cudnn-v7-api": ([], {"TORCH_CUDNN_V8_API_DISABLED": "1"}),
     "eager-module-loading": ([], {"CUDA_MODULE_LOADING": "EAGER"}),
 }
@@ -120,7 +132,7 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
     """
     device = resolve_device(cfg.device, option="device")
     cuda = device.type == "cuda"
-    channels_last = cuda and cfg.channels_last
+    channels_last = cfg.channels_last
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
 
     def sync() -> None:
@@ -148,7 +160,7 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
         "config": {
             "model": cfg.model,
             "input_size": size,
-            "bf16": cfg.bf16,
+            "precision": resolve_precision(device, cfg.precision),
             "channels_last": cfg.channels_last,
             "cudnn_benchmark": cfg.cudnn_benchmark,
         },
@@ -173,7 +185,7 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
             size,
             cfg.heatmap_size,
             cfg.val_flip,
-            bf16=cfg.bf16,
+            precision=cfg.precision,
             channels_last=cfg.channels_last,
         )
 
@@ -227,6 +239,18 @@ def _print_cold_starts(results: dict[str, Any]) -> None:
             print(f"{variant}, first {name} call, most CPU time: {ops}")
 
 
+def model_flops_rate(cfg: TrainConfig, images_per_s: float, device: torch.device) -> dict[str, Any]:
+    """Model TFLOP/s of training `cfg` at `images_per_s` (3 x the forward's FLOPs an image), the device's
+    dense bf16 peak and the share of it (MFU); the peak and MFU are None for a CPU or an unknown GPU."""
+    tflops = images_per_s * training_flops(cfg) / 1e12
+    peak = dense_bf16_peak_tflops(hardware(device))
+    return {
+        "model_tflops_per_s": tflops,
+        "dense_bf16_peak_tflops": peak,
+        "mfu": tflops / peak if peak else None,
+    }
+
+
 def bench_train(
     cfg: TrainConfig | str,
     data_root: Path | str,
@@ -263,7 +287,7 @@ def bench_train(
             **worker_options(cfg.workers),
         )
         model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(rt.device)
-        if rt.device.type == "cuda" and cfg.channels_last:
+        if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         net: nn.Module = torch.compile(model) if cfg.compile else model
@@ -291,8 +315,8 @@ def bench_train(
         "input_size": cfg.input_size,
         "micro_batch": micro,
         "accumulation": accum,
-        "bf16": rt.device.type == "cuda" and cfg.bf16,
-        "channels_last": rt.device.type == "cuda" and cfg.channels_last,
+        "precision": resolve_precision(rt.device, cfg.precision),
+        "channels_last": cfg.channels_last,
         "compile": cfg.compile,
         "cache": cfg.cache,
         "workers": cfg.workers,
@@ -300,8 +324,131 @@ def bench_train(
         "images_per_s": images / seconds,
         "step_s": seconds / steps,
         "data_wait_share": wait / seconds,
+        **model_flops_rate(cfg, images / seconds, rt.device),
         "peak_memory_mb": memory_mb(rt.device),
     }
+
+
+# The precision variants `bench_precisions` sets side by side: (precision, channels_last) of each.
+PRECISION_VARIANTS: dict[str, tuple[str, bool]] = {
+    "fp32_nchw": ("fp32", False),
+    "fp32_channels_last": ("fp32", True),
+    "bf16_channels_last": ("bf16", True),
+}
+# The training steps it times: the embedded default's, and the published model's on smaller crops.
+PRECISION_TRAIN_STEPS: dict[str, tuple[str, list[str]]] = {
+    "cpu-default": ("cpu-default", []),
+    "hrnetv2_w18-128px": ("cpu-default", ["model=hrnetv2_w18", "input_size=128", "heatmap_size=32"]),
+}
+
+
+def _ratios(images_per_s: dict[str, float]) -> dict[str, float]:
+    """Each variant's images/s over the first variant's (fp32 NCHW)."""
+    base = next(iter(images_per_s.values()))
+    return {name: value / base for name, value in images_per_s.items()}
+
+
+def precision_train_steps(
+    cfg: TrainConfig, data_root: Path, steps: int = 5, warmup: int = 2
+) -> dict[str, Any]:
+    """Training-step throughput of `cfg` in each of PRECISION_VARIANTS, on the same global batch of the
+    TRAIN split of `data_root` (data loading excluded), the variants' steps interleaved so that load from
+    other processes hits all of them alike; images/s from the median step."""
+    device = resolve_device(cfg.device, option="device")
+    torch.set_flush_denormal(True)
+    _, micro, accum = batch_sizes(cfg, 1)
+    one_batch = dataclasses.replace(cfg, cache=False, val_fraction=0.0, limit=micro * accum)
+    train_set, _ = build_datasets(one_batch, Path(data_root), Path(data_root), True)
+    if len(train_set) < micro * accum:
+        raise TrainingError(f"{len(train_set)} training faces give no global batch of {micro * accum}")
+    loader = iter(DataLoader(train_set, batch_size=micro, shuffle=False))
+    batches = [next(loader) for _ in range(accum)]
+    runs = {}
+    for name, (precision, channels_last) in PRECISION_VARIANTS.items():
+        variant = dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        runs[name] = (variant, model, torch.optim.Adam(model.parameters(), lr=cfg.lr))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for step in range(warmup + steps):
+        for name, (variant, model, optimizer) in runs.items():
+            begin = time.perf_counter()
+            model.train()
+            forward_backward(model, batches, variant, device).item()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step >= warmup:
+                times[name].append(time.perf_counter() - begin)
+    images_per_s = {name: cfg.global_batch / statistics.median(t) for name, t in times.items()}
+    return {
+        "model": cfg.model,
+        "input_size": cfg.input_size,
+        "global_batch": cfg.global_batch,
+        "steps": steps,
+        "step_s": {name: statistics.median(t) for name, t in times.items()},
+        "images_per_s": images_per_s,
+        "ratio": _ratios(images_per_s),
+        "model_tflops_per_s": {k: v * training_flops(cfg) / 1e12 for k, v in images_per_s.items()},
+    }
+
+
+def precision_inference(
+    name: str = "hrnetv2_w18", input_size: int = 256, batch: int = 8, iters: int = 5, device: str = "cpu"
+) -> dict[str, Any]:
+    """Inference throughput of `optimize_for_inference` copies of model `name` (conv+BN fused) in each of
+    PRECISION_VARIANTS, interleaved; images/s from the median forward."""
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    model = build_model(name).to(dev)
+    calibrate_batchnorm(model, torch.randn(2, 3, input_size, input_size, device=dev))
+    copies = {
+        variant: optimize_for_inference(model, channels_last, compile=False, precision=precision)
+        for variant, (precision, channels_last) in PRECISION_VARIANTS.items()
+    }
+    x = torch.randn(batch, 3, input_size, input_size, device=dev)
+    times = _time_variants({k: (v, x) for k, v in copies.items()}, iters, dev.type == "cuda")
+    images_per_s = {k: batch / statistics.median(t) for k, t in times.items()}
+    return {
+        "model": name,
+        "input_size": input_size,
+        "batch": batch,
+        "iters": iters,
+        "images_per_s": images_per_s,
+        "ratio": _ratios(images_per_s),
+    }
+
+
+def bench_precisions(data_root: Path, steps: int = 5) -> dict[str, Any]:
+    """The CPU's precision variants side by side: training steps (PRECISION_TRAIN_STEPS) and HRNetV2-W18
+    inference at 256 pixels in batches of 8, with what `precision=auto` chooses on this CPU."""
+    cpu = torch.device("cpu")
+    result: dict[str, Any] = {
+        "device": hardware(cpu),
+        "threads": torch.get_num_threads(),
+        "cpu_bf16_native": cpu_bf16_native(),
+        "auto_precision": resolve_precision(cpu, "auto"),
+        "train": {},
+    }
+    for label, (preset, overrides) in PRECISION_TRAIN_STEPS.items():
+        cfg = apply_overrides(get_preset(preset), ["device=cpu", "workers=0", *overrides])
+        result["train"][label] = precision_train_steps(cfg, data_root, steps)
+    result["inference"] = precision_inference(iters=steps)
+    return result
+
+
+def _print_precisions(results: dict[str, Any]) -> None:
+    """The precision variants as a table: images/s and the ratio to fp32 NCHW."""
+    rows = [(f"train {label}", r) for label, r in results["train"].items()]
+    rows.append((f"inference {results['inference']['model']}", results["inference"]))
+    print(f"CPU precision variants on {results['device']} (auto = {results['auto_precision']}): images/s")
+    print(f"{'work':<30}" + "".join(f"{name:>22}" for name in PRECISION_VARIANTS))
+    for label, r in rows:
+        cells = "".join(
+            f"{r['images_per_s'][name]:>14.1f} ({r['ratio'][name]:.2f}x)" for name in PRECISION_VARIANTS
+        )
+        print(f"{label:<30}{cells}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, default=200, help="samples per data-loading measurement")
     parser.add_argument("--train-preset", default="wflw-mmpose", help="configuration of the training step")
     parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument(
+        "--precision-steps", type=int, default=5, help="timed steps (and forwards) per CPU precision variant"
+    )
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -379,6 +529,7 @@ def measure(args: argparse.Namespace, cfg: TrainConfig) -> dict[str, Any]:
     )
     results["train"]["preset"] = args.train_preset
     results["train"]["overrides"] = overrides  # what differs from the preset in this measurement
+    results["cpu_precision"] = bench_precisions(root, steps=args.precision_steps)
 
     return results
 
@@ -407,5 +558,6 @@ def main(argv: list[str]) -> int:
     save_json(results, args.out / "bench.json")
     _plot(results, args.out / "bench.png")
     print(json.dumps(results, indent=2))
+    _print_precisions(results["cpu_precision"])
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 0

@@ -54,6 +54,9 @@ PART_COLORS: dict[str, str] = {
 REPO = Path(__file__).resolve().parents[1]
 # The fields of a run's provenance, in the order the caption states them.
 PROVENANCE_FIELDS = ("data_kind", "preset", "commit", "data_checksum", "date", "hardware")
+# Optional fields stated after them when a source has them: the precision a training run and an
+# evaluation ran in.
+PRECISION_FIELDS = {"train_precision": "trained in", "precision": "evaluated in"}
 
 
 # ----------------------------------------------------------------------------- basics
@@ -694,7 +697,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits:
 
 
 def provenance(*sources: Path | str | Mapping[str, Any]) -> str:
-    """One line saying what made a result: data kind, preset, commit, data checksum, date, hardware.
+    """One line saying what made a result: data kind, preset, commit, data checksum, date, hardware, and
+    the precisions it was trained and evaluated in where the sources say (PRECISION_FIELDS).
 
     Each source is a dict (e.g. `book.run_provenance` of a training run) or a JSON file (e.g. the
     results.json of `python -m hrnet_lib evaluate`); its fields are read from its "provenance" entry and
@@ -708,16 +712,19 @@ def provenance(*sources: Path | str | Mapping[str, Any]) -> str:
     for source in sources:
         record, origin = _load_record(source)
         nested = record.get("provenance")
-        fields.update({k: record[k] for k in PROVENANCE_FIELDS if k in record})
+        names = (*PROVENANCE_FIELDS, *PRECISION_FIELDS)
+        fields.update({k: record[k] for k in names if k in record})
         if isinstance(nested, Mapping):
-            fields.update({k: nested[k] for k in PROVENANCE_FIELDS if k in nested})
+            fields.update({k: nested[k] for k in names if k in nested})
         origins.append(origin)
     missing = [name for name in PROVENANCE_FIELDS if fields.get(name) in (None, "")]
     if missing:
         raise KeyError(f"{', '.join(origins)}: provenance field(s) {', '.join(missing)} missing")
+    precisions = "".join(f", {words} {fields[k]}" for k, words in PRECISION_FIELDS.items() if fields.get(k))
     return (
         f"{fields['data_kind']} data, preset {fields['preset']}, commit {str(fields['commit'])[:12]}, "
         f"data checksum {str(fields['data_checksum'])[:12]}, {_utc(fields['date'])}, {fields['hardware']}"
+        f"{precisions}"
     )
 
 

@@ -337,12 +337,23 @@ from hrnet_lib.train.run_dir import speed_summary
 speed = speed_summary(steps + validations)
 best = min(validations, key=lambda record: record["val_nme"], default=None)
 steady = speed["steady_images_per_s"] or float("nan")
+tflops, mfu = speed["steady_model_tflops_per_s"], speed["mfu"]
+model_flops = (
+    "-"
+    if tflops is None
+    else f"{tflops:.3g}, "
+    + ("no published peak for this device" if mfu is None else f"{100 * mfu:.2f}%")
+)
 rows = [
     ["steps logged", len(steps)],
     ["first step (s)", speed["first_step_s"]],
     ["median images / s after the first step (all processes)", steady],
     ["... per process", steady / info["world_size"]],
     ["median share of step time waiting for data", speed["data_wait_share"]],
+    [
+        "model TFLOP/s (3 x forward FLOPs an image), MFU (share of dense bf16 peak)",
+        model_flops,
+    ],
     ["peak memory of rank 0 (MB)", speed["peak_memory_mb"]],
     ["time in validation (s)", speed["validation_s"]],
     ["final training loss", float(series["loss"][-1])],

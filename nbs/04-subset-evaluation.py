@@ -415,12 +415,13 @@ else:
 # %% [markdown]
 # ## How much of the number is the crop
 #
-# The model sees a crop, not the photo, and who draws the crop is part of the protocol. The table above
-# used mmpose's: the box of the face's ground-truth landmarks. A user has no ground truth; their crop
-# comes from a box: the detection rectangle shipped with the annotations, or a face detector run on the
-# photo. `python -m hrnet_lib evaluate --crops all` evaluates the same checkpoint with all three, every box
-# turned into a crop by one rule (the square of its longer side about its centre, padded 1.25). A face the
-# detector misses keeps its rectangle's crop, and the table counts them.
+# The model sees a crop, not the photo, and who draws the crop is part of the protocol.
+# The table above used mmpose's: the box of the face's ground-truth landmarks. A user has
+# no ground truth; their crop comes from a box: the detection rectangle shipped with the
+# annotations, or a face detector run on the photo. `python -m hrnet_lib evaluate --crops
+# all` evaluates the same checkpoint with all three, every box turned into a crop by one
+# rule (the square of its longer side about its centre, padded 1.25). A face the detector
+# misses keeps its rectangle's crop, and the table counts them.
 
 # %%
 import numpy as np
@@ -432,12 +433,18 @@ from hrnet_lib.evaluate import crops, report
 
 crop_root = chapter.ensure_data(data_root, data_kind, synth_train, synth_test)
 crop_run = chapter.repo_path(run_dir)
-protocols = chapter.ensure_results(crop_run, crop_root, "results-crops", ["--crops", "all"])
-crop_rules = "; ".join(f"{name}: {record['rule']}" for name, record in protocols["crop_protocols"].items())
+protocols = chapter.ensure_results(
+    crop_run, crop_root, "results-crops", ["--crops", "all"]
+)
+crop_rules = "; ".join(
+    f"{name}: {record['rule']}" for name, record in protocols["crop_protocols"].items()
+)
 viz.show(
-    viz.markdown_table(["crops", *report.COLUMNS, "detector missed"], report.protocol_rows(protocols)),
-    f"NME (%) of this run's checkpoint ({chapter.model_line(protocols)}) with each crop protocol, flip test, "
-    f"standard decoder. {crop_rules}.",
+    viz.markdown_table(
+        ["crops", *report.COLUMNS, "detector missed"], report.protocol_rows(protocols)
+    ),
+    f"NME (%) of this run's checkpoint ({chapter.model_line(protocols)}) with each crop "
+    f"protocol, flip test, standard decoder. {crop_rules}.",
     chapter.run_provenance(crop_run, data_kind, preset, crop_root),
     protocols,
 )
@@ -450,12 +457,14 @@ shown = next((i for i in range(len(crop_faces)) if i not in missed), 0)
 face = crop_faces[shown]
 photo = loader.read_image(crop_root / wflw.IMAGE_DIR / face.image)[..., ::-1]
 views, truth_in_view = crops.crop_views(
-    photo, face.landmarks, {name: squares[f"crops_{name}"][shown] for name in crops.PROTOCOLS}
+    photo,
+    face.landmarks,
+    {name: squares[f"crops_{name}"][shown] for name in crops.PROTOCOLS},
 )
 viz.show(
     viz.face_grid(views, truth_in_view, titles=list(crops.PROTOCOLS), cols=3),
-    f"The three crops of test face {shown} ({face.image}) as the network sees them, with its ground-truth "
-    f"landmarks: landmark box, annotation rectangle, Haar detection"
+    f"The three crops of test face {shown} ({face.image}) as the network sees them, with "
+    f"its ground-truth landmarks: landmark box, annotation rectangle, Haar detection"
     f"{' (missed: its rectangle)' if shown in missed else ''}.",
     chapter.run_provenance(crop_run, data_kind, preset, crop_root),
     protocols,

@@ -1,13 +1,27 @@
-"""The cold-start diagnostic of `python -m hrnet_lib bench --cold-start` (what it records, not how fast)."""
+"""What `python -m hrnet_lib bench` records, not how fast: the cold-start diagnostic, the precision
+variants side by side, and the model FLOP rate."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
 
-from hrnet_lib.bench import COLD_START_VARIANTS, cold_start, main, run_cold_starts
-from hrnet_lib.train.presets import get_preset
+from hrnet_lib.bench import (
+    COLD_START_VARIANTS,
+    PRECISION_VARIANTS,
+    cold_start,
+    main,
+    model_flops_rate,
+    precision_inference,
+    precision_train_steps,
+    run_cold_starts,
+)
+from hrnet_lib.data.synthetic import synthesize
+from hrnet_lib.device import resolve_precision
+from hrnet_lib.model.inference import forward_flops
+from hrnet_lib.train.presets import apply_overrides, get_preset
 
 
 def test_cold_start_profiles_the_first_training_step_and_validation_pass() -> None:
@@ -35,8 +49,9 @@ def test_each_variant_runs_in_its_own_process_with_its_environment_and_overrides
     assert results["cudnn-v7-api"]["env"] == {"TORCH_CUDNN_V8_API_DISABLED": "1"}
     assert "TORCH_CUDNN_V8_API_DISABLED" not in os.environ
     assert results["fp32-nchw"]["overrides"] == COLD_START_VARIANTS["fp32-nchw"][0]
-    assert results["fp32-nchw"]["config"]["bf16"] is False
-    assert results["cudnn-v7-api"]["config"]["bf16"] is True
+    assert results["fp32-nchw"]["config"]["precision"] == "fp32"
+    assert results["fp32-nchw"]["config"]["channels_last"] is False
+    assert results["cudnn-v7-api"]["config"]["precision"] == resolve_precision(torch.device("cpu"), "auto")
     for result in results.values():
         assert result["process_wall_s"] > result["setup_s"] + result["train"]["first_s"]
         assert (tmp_path / f"cold_start_{result['variant']}.json").is_file()
@@ -51,3 +66,31 @@ def test_unknown_train_preset_is_refused_before_any_timing(tmp_path, capsys) -> 
     assert main(["--train-preset", "wflw-9gpu", "--out", str(tmp_path / "b")]) == 2
     assert "unknown preset 'wflw-9gpu'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()  # nothing synthesised or measured
+
+
+def test_precision_variants_time_one_training_step_and_one_forward_each(tmp_path) -> None:
+    synthesize(tmp_path, n_train=8, n_test=2, seed=0, progress=False)
+    cfg = apply_overrides(get_preset("smoke"), ["global_batch=4", "per_device_batch=2"])
+    train = precision_train_steps(cfg, tmp_path, steps=2, warmup=1)
+    assert list(train["images_per_s"]) == list(PRECISION_VARIANTS) == list(train["ratio"])
+    assert train["global_batch"] == 4 and train["steps"] == 2
+    for name, speed in train["images_per_s"].items():
+        assert speed == pytest.approx(4 / train["step_s"][name])
+        assert train["ratio"][name] == pytest.approx(speed / train["images_per_s"]["fp32_nchw"])
+        assert train["model_tflops_per_s"][name] == pytest.approx(
+            speed * 3 * forward_flops(cfg.model, 64) / 1e12
+        )
+    inference = precision_inference("hrnetv2_w18_small_v2", input_size=64, batch=2, iters=2)
+    assert list(inference["images_per_s"]) == list(PRECISION_VARIANTS)
+    assert inference["ratio"]["fp32_nchw"] == 1.0 and all(v > 0 for v in inference["images_per_s"].values())
+
+
+def test_model_flop_rate_has_no_peak_and_no_mfu_on_a_cpu() -> None:
+    cfg = get_preset("cpu-default")
+    rate = model_flops_rate(cfg, 10.0, torch.device("cpu"))
+    flops = 3 * forward_flops(cfg.model, cfg.input_size)
+    assert rate == {
+        "model_tflops_per_s": pytest.approx(10 * flops / 1e12),
+        "dense_bf16_peak_tflops": None,
+        "mfu": None,
+    }

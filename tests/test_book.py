@@ -184,7 +184,8 @@ def test_captions_state_the_runs_provenance(built: dict[str, Path]) -> None:
         "reproduction.html",
     ):
         text = " ".join(" ".join(read(built, page).text).split())
-        for fact in ("synthetic data", "preset smoke", f"commit {info['commit'][:12]}", "UTC"):
+        trained = f"trained in {info['precision']}"
+        for fact in ("synthetic data", "preset smoke", f"commit {info['commit'][:12]}", "UTC", trained):
             assert fact in text, f"{page}: caption lacks {fact!r}"
         assert f"data checksum {info['data_manifest_sha256'][:12]}" in text, page
     # The data and architecture pages depend on no run: they name the data (page 1) and the commit.

@@ -1,4 +1,4 @@
-"""Inference copy (conv+BN fusion, channels_last), model summary and BN calibration."""
+"""Inference copy (conv+BN fusion, channels_last, precision), model summary, FLOPs and BN calibration."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hrnet_lib.model.hrnet import build_model
 from hrnet_lib.model.inference import (
     STAGES,
     calibrate_batchnorm,
+    forward_flops,
     fuse_conv_bn,
     fuse_plan,
     model_summary,
@@ -44,7 +45,7 @@ def max_relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 def test_optimized_copy_equals_plain_model(name):
     model = randomized(name)
     x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(1))
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, precision="fp32")
     with torch.no_grad():
         ref, out = model(x), fast(x)
     assert ref.abs().max() > 0.1
@@ -52,6 +53,44 @@ def test_optimized_copy_equals_plain_model(name):
     assert max_relative_error(out, ref) < 1e-4
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert fast.channels_last and not fast.compiled  # CPU: no compile by default
+
+
+def conv_dtypes(module: nn.Module) -> set[torch.dtype]:
+    """Hooks recording the output dtype of every convolution of `module`, and the set they fill."""
+    seen: set[torch.dtype] = set()
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    return seen
+
+
+def test_bf16_copy_computes_in_bf16_and_returns_fp32_heatmaps_close_to_the_model():
+    model = randomized("hrnetv2_w18_small_v2")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    fast = optimize_for_inference(model, precision="bf16")
+    seen = conv_dtypes(fast)
+    with torch.no_grad():
+        ref, out = model(x), fast(x)
+    assert fast.precision == "bf16" and seen == {torch.bfloat16}
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    # bf16 keeps 8 bits of mantissa: about 0.4% per rounding, a few percent after many layers at most
+    assert 1e-4 < max_relative_error(out, ref) < 0.05
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch):
+    """A CPU without bf16 instructions keeps the fp32 copy it always had; one with them gets bf16."""
+    from hrnet_lib import device
+
+    model = randomized("hrnetv2_w18_small_v2")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for capabilities, precision in (({"avx512_f": True}, "fp32"), ({"avx512_bf16": True}, "bf16")):
+        monkeypatch.setattr(device, "cpu_capabilities", lambda c=capabilities: c)
+        fast = optimize_for_inference(model)
+        seen = conv_dtypes(fast)
+        with torch.no_grad():
+            fast(x)
+        assert fast.precision == precision
+        assert seen == {torch.float32 if precision == "fp32" else torch.bfloat16}
 
 
 def test_fusion_folds_every_batchnorm_and_leaves_the_original_alone():
@@ -124,6 +163,11 @@ def test_model_summary_w18_at_256():
     assert summary["shapes"]["stage1"] == [(256, 64, 64)]
     assert summary["shapes"]["stage4"] == [(18, 64, 64), (36, 32, 32), (72, 16, 16), (144, 8, 8)]
     assert summary["shapes"]["concat"] == [(270, 64, 64)]
+
+
+@pytest.mark.parametrize(("name", "size"), [("hrnetv2_w18", 256), ("hrnetv2_w18_small_v2", 96)])
+def test_forward_flops_counted_without_weights_equal_the_real_model(name: str, size: int):
+    assert forward_flops(name, size) == 2 * hand_counted_macs(build_model(name), size)
 
 
 def test_model_summary_scales_with_input_size():

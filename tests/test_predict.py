@@ -13,6 +13,7 @@ import torch
 
 from hrnet_lib.data import synthetic_video
 from hrnet_lib.data.video import VideoReader
+from hrnet_lib.device import resolve_precision
 from hrnet_lib.evaluate import predict
 from hrnet_lib.evaluate.boxes import landmark_box
 from hrnet_lib.io import read_jsonl
@@ -61,6 +62,7 @@ def test_predict_with_box_writes_png_and_json(checkpoint: Path, photo: Path, tmp
     assert not np.array_equal(drawn, cv2.imread(str(photo)))  # something was drawn
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["box_source"] == "--box" and len(result["faces"]) == 1
+    assert result["precision"] == resolve_precision(torch.device("cpu"), "auto")  # bf16 where native
     face = result["faces"][0]
     landmarks = np.array(face["landmarks"])
     assert landmarks.shape == (98, 2) and np.isfinite(landmarks).all()
@@ -174,3 +176,26 @@ def test_predict_video_needs_an_mp4_out(
     assert synthetic_video.main(["--out", str(video), "--frames", "2"]) == 0
     assert predict.main([str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "a.png")]) == 1
     assert "name the .mp4" in capsys.readouterr().err
+
+
+def test_precision_flag_forces_fp32_or_bf16(checkpoint: Path, photo: Path, tmp_path: Path) -> None:
+    """On any CPU, fp32 and bf16 are both chosen by the flag and the JSON says which ran."""
+    argv = [
+        str(photo),
+        "--checkpoint",
+        str(checkpoint),
+        "--box",
+        "115",
+        "60",
+        "205",
+        "180",
+        "--device",
+        "cpu",
+    ]
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.png"
+        assert predict.main([*argv, "--out", str(out), "--precision", precision]) == 0
+        result = json.loads(out.with_suffix(".json").read_text())
+        assert result["precision"] == precision
+        landmarks = np.array(result["faces"][0]["landmarks"])
+        assert landmarks.shape == (98, 2) and np.isfinite(landmarks).all()

@@ -6,7 +6,14 @@ import dataclasses
 
 import pytest
 
-from hrnet_lib.train.presets import PRESETS, ConfigError, TrainConfig, apply_overrides, get_preset
+from hrnet_lib.train.presets import (
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    get_preset,
+    legacy_precision,
+)
 from hrnet_lib.train.runtime import batch_sizes
 
 
@@ -61,14 +68,14 @@ def test_presets_are_fresh_copies() -> None:
 def test_overrides_are_parsed_by_field_type() -> None:
     cfg = apply_overrides(
         get_preset("smoke"),
-        ["epochs=3", "lr=1e-4", "milestones=2,5", "scale_range=0.8,1.2", "bf16=false"]
+        ["epochs=3", "lr=1e-4", "milestones=2,5", "scale_range=0.8,1.2", "channels_last=false"]
         + ["per_device_batch=none", "model=hrnetv2_w32", "deterministic=1"],
     )
     assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
     assert cfg.lr == 1e-4
     assert cfg.milestones == (2, 5)
     assert cfg.scale_range == (0.8, 1.2)
-    assert cfg.bf16 is False and cfg.deterministic is True
+    assert cfg.channels_last is False and cfg.deterministic is True
     assert cfg.per_device_batch is None
     assert cfg.model == "hrnetv2_w32"
     assert apply_overrides(cfg, ["per_device_batch=2"]).per_device_batch == 2
@@ -85,12 +92,34 @@ def test_config_round_trips_through_a_plain_dict() -> None:
 
 
 @pytest.mark.parametrize(
+    ("device", "bf16", "precision", "channels_last"),
+    [
+        ("cpu", True, "fp32", False),  # bf16 and channels_last were CUDA only: a CPU run was fp32 and NCHW
+        ("cpu", False, "fp32", False),
+        ("auto", True, "auto", True),  # bf16 on a GPU, as "auto" still is
+        ("cuda", False, "fp32", True),
+    ],
+)
+def test_a_config_from_before_precision_reads_as_it_ran(
+    device: str, bf16: bool, precision: str, channels_last: bool
+) -> None:
+    """Checkpoints written with the old `bf16` flag still load, in the precision and layout they ran."""
+    old = get_preset("smoke").to_dict()
+    del old["precision"]
+    old.update(bf16=bf16, channels_last=True, device=device)
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.precision, cfg.channels_last, cfg.device) == (precision, channels_last, device)
+    assert legacy_precision(cfg.to_dict()) == cfg.to_dict()  # a current config is left as it is
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         ("nope=1", "unknown config key 'nope'"),
         ("epochs=three", "bad value 'three' for 'epochs'"),
         ("epochs", "not of the form key=value"),
-        ("bf16=maybe", "expected true or false"),
+        ("channels_last=maybe", "expected true or false"),
+        ("precision=fp16", r"bad precision='fp16': must be auto, bf16 or fp32"),
         ("scale_range=1.0", "expected 2 comma-separated values"),
         ("epochs=0", r"bad epochs=0: must be at least 1"),
         ("lr=-1", r"bad lr=-1.0: must be 0 or more"),

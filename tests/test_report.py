@@ -14,8 +14,10 @@ import torch
 from oracle import OracleHeatmaps
 from torch import nn
 
+from hrnet_lib import device
 from hrnet_lib.data.wflw import ANNOTATION_DIR, ATTRIBUTES, IMAGE_DIR, SUBSET_FILES, load_split
 from hrnet_lib.evaluate import report
+from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.model.hrnet import build_model
 
 TEMPLATE = np.random.default_rng(7).uniform(-0.4, 0.4, size=(98, 2))  # one face shape, crop units
@@ -167,6 +169,68 @@ def test_evaluate_flip_and_decoder_options_each_change_the_run(dataset: Path, ch
         assert results["provenance"]["decoder"] == decoder and results["provenance"]["flip_test"] is flip
         if (flip, decoder) != (True, "standard"):  # one option changed at a time
             assert not np.allclose(arrays["predictions"], base), (flip, decoder)
+
+
+class PrecisionProbe(OracleHeatmaps):
+    """The oracle's heatmaps, recording the dtype a convolution of its input computes in and whether the
+    input came channels_last."""
+
+    def __init__(self, peaks: np.ndarray, size: int) -> None:
+        super().__init__(peaks, size)
+        self.conv = nn.Conv2d(3, 1, 1)
+        self.seen: set[tuple[torch.dtype, bool]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add((self.conv(x).dtype, x.is_contiguous(memory_format=torch.channels_last)))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(
+    ("precision", "capabilities", "dtype"),
+    [
+        ("auto", {"avx512_f": True}, torch.float32),  # a CPU without bf16 instructions
+        ("auto", {"amx_bf16": True}, torch.bfloat16),
+        ("bf16", {}, torch.bfloat16),
+        ("fp32", {"avx512_bf16": True}, torch.float32),
+    ],
+)
+def test_inference_path_runs_in_the_precision_resolved(
+    monkeypatch: pytest.MonkeyPatch, precision: str, capabilities: dict, dtype: torch.dtype
+) -> None:
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: capabilities)
+    peaks = np.random.default_rng(0).integers(2, 14, size=(98, 2))
+    model = PrecisionProbe(peaks, 16)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    centers, scales = np.full((3, 2), 32.0), np.full((3, 2), 64.0)  # the crop is the image: input pixels
+    landmarks, _ = crops_to_landmarks(
+        model, torch.device("cpu"), images, centers, scales, 64, 16, flip=False, precision=precision
+    )
+    assert model.seen == {(dtype, True)}
+    np.testing.assert_allclose(landmarks, np.broadcast_to(4 * peaks, (3, 98, 2)), atol=1e-9)
+
+
+def test_evaluate_keeps_fp32_on_a_cpu_unless_asked(
+    dataset: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its table is set against published numbers: fp32 by default even where bf16 is native; --precision
+    chooses, and results.json says what ran."""
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: {"avx512_bf16": True})
+    ran = {
+        asked: report.evaluate(checkpoint, dataset, precision=asked, progress=False, device="cpu")[0]
+        for asked in (None, "auto", "bf16", "fp32")
+    }
+    assert {asked: r["provenance"]["precision"] for asked, r in ran.items()} == {
+        None: "fp32",
+        "auto": "bf16",
+        "bf16": "bf16",
+        "fp32": "fp32",
+    }
+    assert (
+        report.build_parser().parse_args(["--checkpoint", "c", "--data-root", "d", "--out", "o"]).precision
+        is None
+    )
+    flag = report.build_parser().parse_args(["--checkpoint", "c", "--data-root", "d", "--out", "o", "--fp32"])
+    assert flag.precision == "fp32"
 
 
 def test_predictions_map_back_through_the_crop(dataset: Path) -> None:

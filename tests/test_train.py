@@ -23,17 +23,22 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from hrnet_lib import device
+from hrnet_lib.book import chapter
 from hrnet_lib.data.synthetic import synthesize
 from hrnet_lib.data.targets import encode_heatmaps
 from hrnet_lib.data.wflw import load_split
+from hrnet_lib.device import resolve_precision
 from hrnet_lib.model.hrnet import build_model
+from hrnet_lib.model.inference import forward_flops
 from hrnet_lib.train import ddp_check, loop
 from hrnet_lib.train.checkpoint import load_checkpoint
 from hrnet_lib.train.datasets import build_datasets, validation_batches
 from hrnet_lib.train.loop import main
 from hrnet_lib.train.presets import apply_overrides, get_preset
 from hrnet_lib.train.recipe import adaptive_wing, heatmap_loss, lr_at
-from hrnet_lib.train.runtime import out_of_memory_advice
+from hrnet_lib.train.run_dir import StepMeter, speed_summary
+from hrnet_lib.train.runtime import Runtime, out_of_memory_advice
 from hrnet_lib.train.sampler import EpochSampler, deal, split_train_val
 from hrnet_lib.train.validate import validate
 
@@ -261,7 +266,8 @@ def test_two_processes_make_the_same_update_as_one(data: Path, tmp_path: Path) -
 
     The book's DDP check (`ddp_check.run_check`) makes the first two runs; its reported differences are
     checked against the checkpoints here. BatchNorm statistics are frozen (freeze_bn) since per-process
-    batch statistics differ by design (SyncBatchNorm would share them, but has no CPU kernel).
+    batch statistics differ by design (SyncBatchNorm would share them, but has no CPU kernel). In fp32
+    (the check's overrides): bf16 rounds passes of 2 and of 4 images apart by more than 1e-6.
     """
     rows = ddp_check.run_check(data, tmp_path, (1, 2), steps=3)
     overrides = [*ddp_check.CHECK_OVERRIDES, "max_iters=3", *ddp_check.CPU_OVERRIDES, "per_device_batch=2"]
@@ -468,6 +474,11 @@ def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -
     info = json.loads((run / "config.json").read_text())
     assert info["config"] == apply_overrides(get_preset("smoke"), overrides).to_dict()
     assert info["commit"] and len(info["data_manifest_sha256"]) == 64
+    # what ran: the precision this CPU resolves "auto" to, channels_last, and the model FLOPs of an image
+    assert info["precision"] == resolve_precision(torch.device("cpu"), "auto")
+    assert info["memory_format"] == "channels_last"
+    flops = info["train_flops_per_image"]
+    assert flops == 3 * forward_flops("hrnetv2_w18_small_v2", 64) and info["dense_bf16_peak_tflops"] is None
     best = load_checkpoint(run / "best.pt")
     for key in ("model", "input_size", "heatmap_size", "num_keypoints"):
         assert key in best["config"]
@@ -487,6 +498,11 @@ def test_run_folder_records_config_commit_and_data(data: Path, tmp_path: Path) -
         (steps[1]["images_per_s"] + steps[2]["images_per_s"]) / 2
     )
     assert summary["peak_memory_mb"] == max(r["memory_mb"] for r in steps)
+    # model FLOP/s = images/s x FLOPs an image; no MFU without a known peak (a CPU)
+    for r in steps:
+        assert r["model_tflops_per_s"] == pytest.approx(r["images_per_s"] * flops / 1e12) and "mfu" not in r
+    tflops = [r["model_tflops_per_s"] for r in steps[1:]]
+    assert summary["steady_model_tflops_per_s"] == pytest.approx(sum(tflops) / 2) and summary["mfu"] is None
     assert summary["validation_s"] == pytest.approx(sum(r["val_s"] for r in log if "val_s" in r))
     # where the session went: its parts, measured apart, add up to no more than the whole
     ends = [r["iteration"] for r in steps]
@@ -608,6 +624,94 @@ def test_validation_nme_of_an_oracle_is_computed_by_hand(data: Path) -> None:
 
 # --------------------------------------------------------------------------------------------------------
 # Errors
+
+
+NO_BF16 = {"avx2": True, "avx512_f": True}  # a CPU without bf16 instructions
+
+
+@pytest.mark.parametrize(
+    ("precision", "capabilities", "dtype"),
+    [
+        ("auto", NO_BF16, torch.float32),
+        ("auto", {"avx512_bf16": True}, torch.bfloat16),
+        ("auto", {"amx_bf16": True}, torch.bfloat16),
+        ("fp32", {"amx_bf16": True}, torch.float32),
+        ("bf16", NO_BF16, torch.bfloat16),
+    ],
+)
+def test_training_step_computes_in_the_precision_resolved(
+    data: Path, monkeypatch: pytest.MonkeyPatch, precision: str, capabilities: dict, dtype: torch.dtype
+) -> None:
+    """Whatever this machine is, the step runs its convolutions in the precision the CPU's features and the
+    setting give, and keeps fp32 weights, gradients and loss."""
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: capabilities)
+    cfg = apply_overrides(get_preset("smoke"), [f"precision={precision}"])
+    train_set, _ = build_datasets(cfg, data, data / "unused-cache", True)
+    batch = next(iter(DataLoader(train_set, batch_size=4)))
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(memory_format=torch.channels_last)
+    seen: set[torch.dtype] = set()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    loss = loop.forward_backward(model, [batch], cfg, torch.device("cpu"))
+    assert seen == {dtype}
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 for g in grads)
+
+
+def test_a_cpu_without_bf16_trains_in_fp32_and_the_run_says_so(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: NO_BF16)
+    for name, overrides, precision in (("auto", [], "fp32"), ("forced", ["precision=bf16"], "bf16")):
+        run = tmp_path / name
+        assert (
+            main(
+                ["--preset", "smoke", "--data-root", str(data), "--out", str(run), "max_iters=2", *overrides]
+            )
+            == 0
+        )
+        assert json.loads((run / "config.json").read_text())["precision"] == precision
+        assert chapter.run_provenance(run, "synthetic", "smoke", data)["train_precision"] == precision
+
+
+def test_a_run_from_before_precision_resumes_as_it_ran(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """last.pt of the older layout (a `bf16` flag; a CPU run in fp32 and NCHW) resumes when the overrides
+    say how it ran, and the refusal without them names those overrides."""
+    run = tmp_path / "run"
+    args = ["--preset", "smoke", "--data-root", str(data), "--out", str(run)]
+    assert main([*args, "max_iters=2", "precision=fp32", "channels_last=false"]) == 0
+    state = load_checkpoint(run / "last.pt")
+    old = dict(state["config"])
+    del old["precision"]
+    state["config"] = {**old, "bf16": True, "channels_last": True}  # as the older version wrote it
+    torch.save(state, run / "last.pt")
+    capsys.readouterr()
+    assert main([*args, "--resume", "max_iters=3"]) == 1
+    err = capsys.readouterr().err
+    assert "['channels_last', 'precision'] differ" in err
+    assert "add the overrides channels_last=false precision=fp32" in err
+    assert main([*args, "--resume", "max_iters=3", "channels_last=false", "precision=fp32"]) == 0
+    assert load_checkpoint(run / "last.pt")["iteration"] == 3
+
+
+def test_step_meter_gives_the_share_of_a_known_peak() -> None:
+    """4 images a step over 2 processes in 2 s at 1 TFLOP an image: 2 TFLOP/s, 1 per device, 1% of 100."""
+    meter = StepMeter(flops_per_image=10**12, peak_tflops=100.0)
+    meter.add(0.5, 0.0)
+    meter.start = time.perf_counter() - 2.0
+    record = meter.record(
+        apply_overrides(get_preset("smoke"), ["global_batch=4"]), Runtime(0, 2, 0, torch.device("cpu"))
+    )
+    assert record["images_per_s"] == pytest.approx(2.0, rel=0.1)  # 2 s, and the little time since
+    assert record["model_tflops_per_s"] == pytest.approx(record["images_per_s"])
+    assert record["mfu"] == pytest.approx(record["images_per_s"] / 2 / 100)
+    summary = speed_summary([{**record, "iteration": 1}, {**record, "iteration": 2}])
+    assert summary["mfu"] == pytest.approx(record["mfu"])
 
 
 @pytest.mark.parametrize(

@@ -220,6 +220,13 @@ def test_provenance_from_dict_and_file(tmp_path: Path) -> None:
     assert viz.caption("CED", PROV).endswith(f"*({line})*")
 
 
+def test_provenance_states_the_precisions_trained_and_evaluated_in() -> None:
+    trained, evaluated = {**PROV, "train_precision": "bf16"}, {"provenance": {"precision": "fp32"}}
+    assert viz.provenance(trained).endswith(", CPU x2 (gloo), trained in bf16")
+    assert viz.provenance(trained, evaluated).endswith(", CPU x2 (gloo), trained in bf16, evaluated in fp32")
+    assert viz.provenance(PROV).endswith(", CPU x2 (gloo)")  # a source without them: nothing is made up
+
+
 def test_provenance_missing_field_names_it(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps({"provenance": {"preset": "smoke"}}))
     with pytest.raises(KeyError, match="results.json.*data_kind"):

@@ -177,7 +177,8 @@ def run_provenance(run_dir: str | Path, data_kind: str, preset: str, data_root: 
     """The provenance fields of a training run (see `viz.provenance`), from RUN/config.json.
 
     Checks that the run is the one the book is about: trained with `preset` on `data_root`; the date
-    is when its last checkpoint was written, unless the config records one.
+    is when its last checkpoint was written, unless the config records one; the precision is the one that
+    ran.
     """
     run = repo_path(run_dir)
     with open(run / "config.json", encoding="utf-8") as handle:
@@ -196,6 +197,10 @@ def run_provenance(run_dir: str | Path, data_kind: str, preset: str, data_root: 
         )
     finished = datetime.datetime.fromtimestamp((run / "last.pt").stat().st_mtime, datetime.timezone.utc)
     hardware = f"{info['world_size']} x {info['device']}"
+    precision = info.get("precision")
+    if precision is None:  # a run from before precision was recorded: bf16 ran on GPUs only
+        gpu = not str(info["device"]).startswith("cpu")
+        precision = "bf16" if gpu and info["config"].get("bf16", True) else "fp32"
     return {
         "data_kind": data_kind,
         "preset": preset,
@@ -203,6 +208,7 @@ def run_provenance(run_dir: str | Path, data_kind: str, preset: str, data_root: 
         "data_checksum": info["data_manifest_sha256"],
         "date": info.get("date") or finished.strftime("%Y-%m-%d %H:%M UTC"),
         "hardware": hardware,
+        "train_precision": precision,
     }
 
 

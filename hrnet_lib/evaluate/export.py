@@ -57,7 +57,7 @@ def parity(model: nn.Module, session: nn.Module, input_size: int, heatmap_size: 
     reference = predict_heatmaps(model, images, flip=False).numpy()
     other = predict_heatmaps(session, images, flip=False).numpy()
     device = torch.device("cpu")
-    args = (crops, centers, scales, input_size, heatmap_size, True, "standard", False, False)
+    args = (crops, centers, scales, input_size, heatmap_size, True, "standard", "fp32", False)
     truth, _ = crops_to_landmarks(model, device, *args)
     landmarks, _ = crops_to_landmarks(session, device, *args)
     return {

@@ -1,7 +1,8 @@
 """Face crops to landmarks in image pixels: the one inference path of validation, evaluation and predict.
 
-Normalise (uint8 crops), lay out channels_last and autocast on a GPU, predict heatmaps (with the flip
-test), decode them where they were computed, and map the keypoints back through each face's crop.
+Normalise (uint8 crops), lay out channels_last and autocast to bf16 where the device runs it natively,
+predict heatmaps (with the flip test), decode them in fp32 where they were computed, and map the keypoints
+back through each face's crop.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def crops_to_landmarks(
     heatmap_size: int,
     flip: bool = True,
     decoder: str = "standard",
-    bf16: bool = True,
+    precision: str = "auto",
     channels_last: bool = True,
     rotations: np.ndarray | None = None,
     pad_to: int = 0,
@@ -33,9 +34,9 @@ def crops_to_landmarks(
     """Landmarks (N, K, 2) in image pixels and their heatmap scores (N, K) of N face crops.
 
     `model` lives on `device`; `images` are uint8 RGB crops (normalised there) or normalised float crops;
-    `centers`, `scales` (N, 2) and `rotations` (N,) describe each crop in its image. bf16 and
-    channels_last apply on CUDA. A batch shorter than `pad_to` is padded with zeros, so every call runs
-    one input shape (a new shape costs a GPU an algorithm search).
+    `centers`, `scales` (N, 2) and `rotations` (N,) describe each crop in its image. `precision` is one of
+    `device.PRECISIONS` ("auto": bf16 where `device` runs it natively). A batch shorter than `pad_to` is
+    padded with zeros, so every call runs one input shape (a new shape costs a GPU an algorithm search).
     """
     images = images.to(device, non_blocking=True)
     if images.dtype == torch.uint8:
@@ -43,9 +44,9 @@ def crops_to_landmarks(
     count = len(images)
     if count < pad_to:
         images = torch.cat([images, images.new_zeros((pad_to - count, *images.shape[1:]))])
-    if device.type == "cuda" and channels_last:
+    if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with autocast(device, bf16):
+    with autocast(device, precision):
         heatmaps = predict_heatmaps(model, images, flip=flip)[:count]
     keypoints, scores = (t.cpu().numpy() for t in decode_heatmaps(heatmaps, decoder))
     landmarks = to_image_pixels(keypoints, centers, scales, input_size, heatmap_size, rotations)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrnet_lib.device import resolve_device
+from hrnet_lib.device import resolve_device, resolve_precision
 from hrnet_lib.evaluate.boxes import PredictError, check_box, crop_faces, haar_face_boxes
 from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.export import checked_onnx
@@ -85,7 +85,8 @@ class Landmarker:
     not a trained landmark model is a ValueError), an ``.onnx`` file from ``python -m hrnet_lib export``,
     or a model (nn.Module) with its `input_size` and `heatmap_size`. `backend` "torch" or "onnxruntime"
     (CPU; a checkpoint is exported in memory and checked as the export command does), default torch, or
-    onnxruntime for an .onnx file. `bf16` and `channels_last` pass through to `crops_to_landmarks`.
+    onnxruntime for an .onnx file. `precision` ("auto": bf16 where the device runs it natively) and
+    `channels_last` pass through to `crops_to_landmarks`; onnxruntime computes in fp32.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class Landmarker:
         batch_size: int = 32,
         input_size: int = 256,
         heatmap_size: int = 64,
-        bf16: bool = False,
+        precision: str = "auto",
         channels_last: bool = True,
         threads: int | None = None,
     ) -> None:
@@ -113,8 +114,9 @@ class Landmarker:
             raise ValueError(f"{model}: an ONNX file runs with backend='onnxruntime'")
         self.backend, self.flip_test, self.decoder = backend, bool(flip_test), decoder
         self.detector = detector or haar_face_boxes
-        self.batch_size, self.bf16, self.channels_last = int(batch_size), bool(bf16), bool(channels_last)
+        self.batch_size, self.channels_last = int(batch_size), bool(channels_last)
         self.device = resolve_device(device, option="device")
+        self.precision = "fp32" if backend == "onnxruntime" else resolve_precision(self.device, precision)
         if backend == "onnxruntime" and self.device.type != "cpu":
             raise ValueError(f"device {device!r}: the onnxruntime backend runs on the CPU")
         self.config = {"input_size": int(input_size), "heatmap_size": int(heatmap_size)}
@@ -142,7 +144,7 @@ class Landmarker:
             data, self.config["onnx_parity"] = checked_onnx(network, self.config, threads)
             return OnnxHeatmaps(data, threads)
         network = network.to(self.device).eval()
-        if self.device.type == "cuda" and self.channels_last:
+        if self.channels_last:
             network = network.to(memory_format=torch.channels_last)
         return network
 
@@ -202,7 +204,7 @@ class Landmarker:
                 self.heatmap_size,
                 self.flip_test,
                 self.decoder,
-                bf16=self.bf16,
+                precision=self.precision,
                 channels_last=self.channels_last,
             )
             landmarks.append(points)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from hrnet_lib.data.video import is_video
+from hrnet_lib.device import PRECISIONS
 from hrnet_lib.evaluate.boxes import CASCADE, PredictError
 from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.landmarker import BACKENDS, Landmarker, draw_faces, load_image
@@ -56,6 +57,7 @@ def predict_photo(
         "image": str(image_path),
         "flip_test": landmarker.flip_test,
         "decoder": landmarker.decoder,
+        "precision": landmarker.precision,
         "backend": landmarker.backend,
         "box_source": "--box" if box is not None else f"OpenCV Haar cascade {CASCADE}",
         "faces": [face.to_json() for face in faces],
@@ -88,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=BACKENDS, default=None, help="default torch (onnxruntime for .onnx)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 where the device runs it natively (a GPU, a CPU with AMX or AVX-512 "
+        "BF16), else fp32; bf16 or fp32 force it (onnxruntime computes in fp32)",
+    )
     video = parser.add_argument_group("video")
     video.add_argument("--smooth", action="store_true", help="One-Euro smoothing of the landmarks")
     for name, value in SMOOTHING.items():
@@ -107,7 +116,12 @@ def run(args: argparse.Namespace) -> str:
     """Run the parsed command; returns the line to print."""
     device = "cpu" if args.backend == "onnxruntime" or args.checkpoint.suffix == ".onnx" else args.device
     landmarker = Landmarker(
-        args.checkpoint, device=device, flip_test=not args.no_flip, decoder=args.decoder, backend=args.backend
+        args.checkpoint,
+        device=device,
+        flip_test=not args.no_flip,
+        decoder=args.decoder,
+        backend=args.backend,
+        precision=args.precision,
     )
     if not is_video(args.input):
         result = predict_photo(args.input, landmarker, args.out, args.box)

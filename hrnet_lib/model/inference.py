@@ -2,12 +2,14 @@
 
 `optimize_for_inference` folds every BatchNorm into the convolution before it (BN in eval mode is an
 affine map per channel, so the fold is exact up to rounding), switches to channels_last memory format
-(faster oneDNN / cuDNN convolutions on both CPU and GPU, measured) and, on CUDA, compiles the model.
+(faster oneDNN / cuDNN convolutions on both CPU and GPU, measured), runs under bf16 autocast where the
+device computes bf16 natively (`device.resolve_precision`) and, on CUDA, compiles the model.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 
+from hrnet_lib.device import autocast, resolve_precision
 from hrnet_lib.model.hrnet import HighResolutionModule, HRNet, build_model
 
 
@@ -51,31 +54,37 @@ def fuse_conv_bn(module: nn.Module) -> int:
 
 
 class InferenceModel(nn.Module):
-    """Wraps an optimised copy: feeds it input in its memory format, returns contiguous heatmaps."""
+    """Wraps an optimised copy: feeds it input in its memory format, runs it in its precision ("bf16"
+    autocast or "fp32"), returns contiguous fp32 heatmaps."""
 
-    def __init__(self, model: nn.Module, channels_last: bool, compiled: bool):
+    def __init__(self, model: nn.Module, channels_last: bool, compiled: bool, precision: str = "fp32"):
         super().__init__()
         self.model = model
         self.channels_last = channels_last
         self.compiled = compiled
+        self.precision = precision
         self._forward = torch.compile(model) if compiled else model
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._forward(x).contiguous()
+        with autocast(x.device, self.precision):
+            out = self._forward(x)
+        return out.float().contiguous()
 
 
 def optimize_for_inference(
-    model: nn.Module, channels_last: bool | None = None, compile: bool | None = None
+    model: nn.Module, channels_last: bool | None = None, compile: bool | None = None, precision: str = "auto"
 ) -> InferenceModel:
     """A new, eval-mode copy of `model` for the fastest inference on the model's device.
 
     conv+BN fused always, channels_last by default (faster on CPUs and cuDNN's tensor cores alike; see
-    MEASUREMENTS.md), torch.compile by default on CUDA only (CPU compilation takes minutes). Outputs equal
-    the original model's in eval mode within 1e-4 relative; `model` itself is not changed.
+    MEASUREMENTS.md), `precision` as `device.resolve_precision` decides it for the device ("auto": bf16
+    where it runs natively), torch.compile by default on CUDA only (CPU compilation takes minutes). In
+    fp32, outputs equal the original model's in eval mode within 1e-4 relative; `model` is not changed.
     """
     device = next(model.parameters()).device
+    precision = resolve_precision(device, precision)
     fast = copy.deepcopy(model).eval()
     fuse_conv_bn(fast)
     channels_last = True if channels_last is None else channels_last
@@ -84,7 +93,7 @@ def optimize_for_inference(
         fast = fast.to(memory_format=torch.channels_last)
     for p in fast.parameters():
         p.requires_grad_(False)
-    return InferenceModel(fast, channels_last=channels_last, compiled=compile).eval()
+    return InferenceModel(fast, channels_last=channels_last, compiled=compile, precision=precision).eval()
 
 
 STAGES = ("stem", "stage1", "transition1", "stage2", "transition2", "stage3", "transition3", "stage4", "head")
@@ -200,6 +209,18 @@ def fuse_plan(module: HighResolutionModule) -> list[list[dict[str, Any]]]:
     return plan
 
 
+@functools.lru_cache(maxsize=16)
+def forward_flops(name: str, input_size: int, num_keypoints: int = 98, upsample: str = "bilinear") -> int:
+    """FLOPs of one image's forward pass through model `name` (convolutions and matrix products, a
+    multiply-add counted as 2, as in `model_summary`), counted on the meta device: no weights, no compute."""
+    with torch.device("meta"):
+        model = build_model(name, num_keypoints, upsample).eval()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, 3, input_size, input_size))
+    return int(counter.get_total_flops())
+
+
 def _flops_under(by_module: dict[str, int], prefix: str) -> int:
     """FLOPs of module `prefix`, or of its called children if it was never called itself (a ModuleList)."""
     if prefix in by_module:
@@ -251,10 +272,10 @@ def _time_variants(
 
 
 def _bf16(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """`fn` run under CUDA bf16 autocast."""
+    """`fn` run under bf16 autocast on its input's device."""
 
     def run(x: Tensor) -> Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with autocast(x.device, "bf16"):
             return fn(x)
 
     return run
@@ -270,7 +291,7 @@ def bench_forward(
 ) -> dict[str, Any]:
     """Forward images/s of the plain eager model vs optimised copies, per batch size.
 
-    Variants: "eager" (fp32, NCHW, unfused) and "fused" (optimize_for_inference: conv+BN fused,
+    Variants: "eager" (fp32, NCHW, unfused) and "fused" (optimize_for_inference in fp32: conv+BN fused,
     channels_last). CUDA adds "bf16_channels_last" (fused under bf16 autocast) and, with `compile`,
     "bf16_channels_last_compiled" (off by default: each batch size costs a compilation of a minute or more).
     Each variant is run `iters` times interleaved with the others; images/s uses the fastest run
@@ -280,12 +301,12 @@ def bench_forward(
     torch.manual_seed(0)
     model = build_model(name).to(dev)
     calibrate_batchnorm(model, torch.randn(2, 3, input_size, input_size, device=dev))
-    fused = optimize_for_inference(model, compile=False)
+    fused = optimize_for_inference(model, compile=False, precision="fp32")
     variants_by_name: dict[str, Callable[[Tensor], Tensor]] = {"eager": model, "fused": fused}
     if dev.type == "cuda":
         variants_by_name["bf16_channels_last"] = _bf16(fused)
         if compile:
-            compiled = optimize_for_inference(model, compile=True)
+            compiled = optimize_for_inference(model, compile=True, precision="fp32")
             variants_by_name["bf16_channels_last_compiled"] = _bf16(compiled)
     result: dict[str, Any] = {
         "model": name,

@@ -8,9 +8,11 @@ The global batch is a preset value, whatever the world size: each process takes 
 step, in micro-batches with gradient accumulation when `per_device_batch` is smaller, so every global
 batch is the same set of faces for 1 or 8 processes (`EpochSampler`). Each sample's augmentation comes from
 its own RNG seeded by (seed, epoch, index) and the learning rate is a function of the step (`lr_at`), so
-last.pt (weights, optimiser, position, RNG states) resumes a run exactly. bf16 has the range of fp32, so
-there is no gradient scaler. Validation runs every epoch on a held-out part of the TRAIN split, never the
-test split; with `val_fraction=0` nothing is held out and best.pt is the latest weights.
+last.pt (weights, optimiser, position, RNG states) resumes a run exactly. bf16 autocast runs where the
+device computes bf16 natively (`device.resolve_precision`: GPUs, CPUs with AMX or AVX-512 BF16); bf16 has
+the range of fp32, so there is no gradient scaler. Validation runs every epoch on a held-out part of the
+TRAIN split, never the test split; with `val_fraction=0` nothing is held out and best.pt is the latest
+weights.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from hrnet_lib.data.loader import device_batch, worker_options
 from hrnet_lib.data.wflw import data_manifest
-from hrnet_lib.device import autocast
+from hrnet_lib.device import autocast, dense_bf16_peak_tflops, resolve_precision
 from hrnet_lib.model.hrnet import build_model
 from hrnet_lib.model.weights import WeightsMismatchError, load_weights
 from hrnet_lib.provenance import git_commit, hardware
@@ -44,7 +46,7 @@ from hrnet_lib.train.checkpoint import rng_state, set_rng_state
 from hrnet_lib.train.datasets import build_datasets, validation_batches
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
 from hrnet_lib.train.recipe import heatmap_loss, lr_at
-from hrnet_lib.train.run_dir import RunDir, StepMeter
+from hrnet_lib.train.run_dir import RunDir, StepMeter, training_flops
 from hrnet_lib.train.runtime import (
     Interrupted,
     Runtime,
@@ -87,15 +89,14 @@ def forward_backward(
 ) -> Tensor:
     """Accumulate gradients of the mean loss over `micro_batches`; DDP syncs only on the last one."""
     total = torch.zeros((), device=device)
-    channels_last = device.type == "cuda" and cfg.channels_last
     for i, batch in enumerate(micro_batches):
         images, heatmaps, weights = device_batch(
-            batch, device, cfg.input_size, cfg.heatmap_size, cfg.sigma, cfg.unbiased, channels_last
+            batch, device, cfg.input_size, cfg.heatmap_size, cfg.sigma, cfg.unbiased, cfg.channels_last
         )
         last = i == len(micro_batches) - 1
         accumulate = isinstance(model, DistributedDataParallel) and not last
         with model.no_sync() if accumulate else contextlib.nullcontext():
-            with autocast(device, cfg.bf16):
+            with autocast(device, cfg.precision):
                 pred = model(images)
             loss = heatmap_loss(pred, heatmaps, weights, cfg.loss) / len(micro_batches)
             loss.backward()
@@ -118,7 +119,7 @@ def build_training_model(cfg: TrainConfig, pretrained: Path | None, rt: Runtime)
         if rt.main:
             print(f"pretrained weights from {pretrained}: {report}", flush=True)
     model.to(rt.device)
-    if rt.device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     return model
 
@@ -258,7 +259,9 @@ def training_data(
 
 
 def run_info(cfg: TrainConfig, rt: Runtime, command: list[str] | None, data_root: Path, **sizes: int) -> dict:
-    """config.json's description of this session: config, command, commit, data checksum, hardware."""
+    """config.json's description of this session: config, command, commit, data checksum, hardware, the
+    precision and memory format that ran, and the model FLOPs of a training image with the device's dense
+    bf16 peak (None where the device is not in `DENSE_BF16_PEAK_TFLOPS`)."""
     return {
         "config": cfg.to_dict(),
         "command": command,
@@ -267,6 +270,10 @@ def run_info(cfg: TrainConfig, rt: Runtime, command: list[str] | None, data_root
         "data_manifest_sha256": data_manifest(data_root),
         "world_size": rt.world,
         "device": hardware(rt.device),
+        "precision": resolve_precision(rt.device, cfg.precision),
+        "memory_format": "channels_last" if cfg.channels_last else "contiguous",
+        "train_flops_per_image": training_flops(cfg),
+        "dense_bf16_peak_tflops": dense_bf16_peak_tflops(hardware(rt.device)),
         "torch": torch.__version__,
         **sizes,
     }
@@ -311,8 +318,8 @@ def train(
         held_out = f"{val_faces} held out for validation" if val_faces else "no validation hold-out"
         print(
             f"training {cfg.model} on {len(loader.dataset)} faces ({held_out}), {rt.world} process(es) on "
-            f"{rt.device.type}, global batch {cfg.global_batch} = {rt.world} x {accum} x {micro}, "
-            f"{steps} steps/epoch, {total} steps",
+            f"{rt.device.type} in {info['precision']}, global batch {cfg.global_batch} = {rt.world} x "
+            f"{accum} x {micro}, {steps} steps/epoch, {total} steps",
             flush=True,
         )
     return fit(run, s, net, loader, val_batches, cfg, rt, total, accum)
@@ -335,7 +342,8 @@ def fit(
     bar = tqdm(
         total=total, initial=s.iteration, desc="train", unit="step", disable=not rt.main, mininterval=1
     )
-    meter, stop = StepMeter(), StopRequest()
+    meter = StepMeter(training_flops(cfg), dense_bf16_peak_tflops(hardware(rt.device)))
+    stop = StopRequest()
     setup_s = meter.start - run.started
     set_train_mode(net, cfg.freeze_bn)
     batches = epoch_batches(loader, s.epoch, s.step_in_epoch * per_process)

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass
 
 from hrnet_lib.data.transforms import Augment
+from hrnet_lib.device import PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -64,8 +65,9 @@ class TrainConfig:
     freeze_bn: bool = False  # BN layers in eval mode (running statistics) while training
     # hardware
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
-    bf16: bool = True  # bf16 autocast, on CUDA only
-    channels_last: bool = True  # on CUDA only
+    precision: str = "auto"  # "auto": bf16 autocast where the device runs bf16 natively (CUDA, a CPU with
+    # AMX or AVX-512 BF16), fp32 elsewhere; "bf16" or "fp32" force it (device.resolve_precision)
+    channels_last: bool = True  # channels_last memory format (faster convolutions on CPUs and GPUs alike)
     compile: bool = False
     sync_bn: bool = False  # CUDA only (torch's SyncBatchNorm has no CPU kernel)
     cudnn_benchmark: bool = True  # time cuDNN's algorithms for each new conv shape (slow first steps)
@@ -104,6 +106,7 @@ class TrainConfig:
             ("heatmap_size", self.heatmap_size * 4 == self.input_size, "input_size / 4 (the head's stride)"),
             ("sigma", self.sigma > 0, "positive"),
             ("loss", self.loss in ("mse", "awing"), "mse or awing (Adaptive Wing)"),
+            ("precision", self.precision in PRECISIONS, "auto, bf16 or fp32"),
             ("limit", self.limit >= 0, "0 (all faces) or more"),
             ("workers", self.workers >= 0, "0 or more"),
             ("flip_prob", 0 <= self.flip_prob <= 1, "a probability"),
@@ -138,13 +141,30 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, typing.Any]) -> TrainConfig:
-        """Inverse of `to_dict`; unknown keys are an error (a checkpoint from another version)."""
+        """Inverse of `to_dict`; unknown keys are an error (a checkpoint from another version). A config
+        written before `precision` existed is read as it ran (`legacy_precision`)."""
+        values = legacy_precision(values)
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}")
         hints = typing.get_type_hints(cls)
         fixed = {k: tuple(v) if _is_tuple(hints[k]) and v is not None else v for k, v in values.items()}
         return cls(**fixed)
+
+
+def legacy_precision(values: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """A config dict of the older layout (a `bf16` flag, bf16 and channels_last on CUDA only) in the
+    current one, with the precision it ran: a CPU run stays fp32 and NCHW, `bf16=false` is fp32, and
+    `bf16=true` elsewhere is "auto" (bf16 on CUDA, as before). Other dicts are returned as they are."""
+    if "bf16" not in values:
+        return values
+    values = dict(values)
+    bf16 = values.pop("bf16")
+    on_cpu = values.get("device") == "cpu"
+    values["precision"] = "auto" if bf16 and not on_cpu else "fp32"
+    if on_cpu:
+        values["channels_last"] = False
+    return values
 
 
 def _smoke() -> TrainConfig:

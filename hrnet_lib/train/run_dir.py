@@ -19,8 +19,9 @@ import numpy as np
 from hrnet_lib.data.wflw import data_manifest
 from hrnet_lib.device import memory_mb
 from hrnet_lib.io import atomic_bytes, jsonl_text, prepare_output, read_json, read_jsonl, save_json
+from hrnet_lib.model.inference import forward_flops
 from hrnet_lib.train.checkpoint import load_checkpoint, save_checkpoint
-from hrnet_lib.train.presets import TrainConfig
+from hrnet_lib.train.presets import TrainConfig, legacy_precision
 from hrnet_lib.train.runtime import Runtime, TrainingError
 
 # Config keys that may differ between a run and its resumption (they do not change the result).
@@ -78,11 +79,13 @@ class RunDir:
                 f"--resume: the annotations in {data_root} differ from those {self.out} started with "
                 "(data_manifest_sha256 in config.json); an exact resume needs the same data"
             )
-        ours = cfg.to_dict()
-        changed = {k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and ours.get(k) != v}
+        ours, theirs = cfg.to_dict(), legacy_precision(state["config"])
+        changed = sorted(k for k, v in theirs.items() if k not in RESUMABLE_CHANGES and ours.get(k) != v)
         if changed:
+            overrides = " ".join(f"{k}={_override_text(theirs[k])}" for k in changed)
             raise TrainingError(
-                f"--resume with a different config: {sorted(changed)} differ from {self.last}"
+                f"--resume with a different config: {changed} differ from {self.last}; "
+                f"add the overrides {overrides} to continue it as it started"
             )
         return state
 
@@ -150,10 +153,25 @@ class RunDir:
             self._log = None
 
 
-class StepMeter:
-    """Loss, data wait and wall time of the steps since the last log record."""
+def training_flops(cfg: TrainConfig) -> int:
+    """Model FLOPs of one training image: three times its forward pass (the backward pass computes the
+    gradients of both the activations and the weights, each as costly as the forward)."""
+    return 3 * forward_flops(cfg.model, cfg.input_size, cfg.num_keypoints, cfg.upsample)
 
-    def __init__(self) -> None:
+
+def _override_text(value: Any) -> str:
+    """A config value as a `key=value` override writes it (lists comma-separated, None as none)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class StepMeter:
+    """Loss, data wait and wall time of the steps since the last log record; with the model FLOPs of an
+    image, their rate, and with the device's dense bf16 peak (TFLOP/s), the share of it (MFU)."""
+
+    def __init__(self, flops_per_image: int = 0, peak_tflops: float | None = None) -> None:
+        self.flops_per_image, self.peak_tflops = flops_per_image, peak_tflops
         self.reset()
 
     def reset(self) -> None:
@@ -168,7 +186,7 @@ class StepMeter:
         """The log fields of the steps since the last record: loss, throughput, data wait, memory."""
         seconds = time.perf_counter() - self.start
         images = self.steps * cfg.global_batch
-        return {
+        record = {
             "loss": self.loss / self.steps,
             "images_per_s": images / seconds,
             "images_per_s_per_device": images / seconds / rt.world,
@@ -177,27 +195,36 @@ class StepMeter:
             "data_wait_share": self.wait / seconds,
             "memory_mb": memory_mb(rt.device),
         }
+        if self.flops_per_image:
+            record["model_tflops_per_s"] = images / seconds * self.flops_per_image / 1e12
+            if self.peak_tflops:
+                record["mfu"] = record["model_tflops_per_s"] / rt.world / self.peak_tflops
+        return record
 
 
 def speed_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Speed of a session from its log records: the cold first window apart, medians of the later ones.
 
-    Keys: first_step_s (None for a resumed session), steady_images_per_s, steady_step_s and
-    data_wait_share (medians over the windows after the first; None when there are none), peak_memory_mb,
-    and validation_s (all validations of the session together).
+    Keys: first_step_s (None for a resumed session), steady_images_per_s, steady_step_s,
+    data_wait_share, steady_model_tflops_per_s (all processes) and mfu (the share of one device's dense
+    bf16 peak; see `StepMeter`) as medians over the windows after the first (None when there are none or
+    the records lack the field), peak_memory_mb, and validation_s (all validations of the session).
     """
     steps = [r for r in records if "loss" in r]
     steady = steps[1:]  # the first window holds the session's cold start (step 1 alone in a new run)
     first = steps[0] if steps and steps[0]["iteration"] == 1 else None
 
     def median(key: str) -> float | None:
-        return float(np.median([r[key] for r in steady])) if steady else None
+        values = [r[key] for r in steady if r.get(key) is not None]
+        return float(np.median(values)) if values else None
 
     return {
         "first_step_s": first["step_s"] if first else None,
         "steady_images_per_s": median("images_per_s"),
         "steady_step_s": median("step_s"),
         "data_wait_share": median("data_wait_share"),
+        "steady_model_tflops_per_s": median("model_tflops_per_s"),
+        "mfu": median("mfu"),
         "peak_memory_mb": max((r["memory_mb"] for r in steps), default=None),
         "validation_s": sum(r["val_s"] for r in records if "val_s" in r),
     }

@@ -33,7 +33,7 @@ def validate(
             cfg.heatmap_size,
             flip=cfg.val_flip,
             decoder="dark" if cfg.unbiased else "standard",
-            bf16=cfg.bf16,
+            precision=cfg.precision,
             channels_last=cfg.channels_last,
             rotations=batch["rotation"].numpy(),
             pad_to=cfg.val_batch,
