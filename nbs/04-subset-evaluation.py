@@ -415,13 +415,14 @@ else:
 # %% [markdown]
 # ## How much of the number is the crop
 #
-# The model sees a crop, not the photo, and who draws the crop is part of the protocol.
-# The table above used mmpose's: the box of the face's ground-truth landmarks. A user has
-# no ground truth; their crop comes from a box: the detection rectangle shipped with the
-# annotations, or a face detector run on the photo. `python -m hrnet_lib evaluate --crops
-# all` evaluates the same checkpoint with all three, every box turned into a crop by one
-# rule (the square of its longer side about its centre, padded 1.25). A face the detector
-# misses keeps its rectangle's crop, and the table counts them.
+# The model sees a crop, not the photo, and who draws the crop is part of the
+# protocol. The table above used mmpose's: the box of the face's ground-truth
+# landmarks. A user has no ground truth; their crop comes from a box: the detection
+# rectangle shipped with the annotations, or a face detector run on the photo.
+# `python -m hrnet_lib evaluate --crops all` evaluates the same checkpoint with all
+# three, every box turned into a crop by one rule (the square of its longer side about
+# its centre, padded 1.25). A face the detector misses keeps its rectangle's crop, and
+# the table counts them.
 
 # %%
 import numpy as np
@@ -441,10 +442,11 @@ crop_rules = "; ".join(
 )
 viz.show(
     viz.markdown_table(
-        ["crops", *report.COLUMNS, "detector missed"], report.protocol_rows(protocols)
+        ["crops", *report.COLUMNS, "detector missed"],
+        report.protocol_rows(protocols),
     ),
-    f"NME (%) of this run's checkpoint ({chapter.model_line(protocols)}) with each crop "
-    f"protocol, flip test, standard decoder. {crop_rules}.",
+    f"NME (%) of this run's checkpoint ({chapter.model_line(protocols)}) with each "
+    f"crop protocol, flip test, standard decoder. {crop_rules}.",
     chapter.run_provenance(crop_run, data_kind, preset, crop_root),
     protocols,
 )
@@ -463,8 +465,9 @@ views, truth_in_view = crops.crop_views(
 )
 viz.show(
     viz.face_grid(views, truth_in_view, titles=list(crops.PROTOCOLS), cols=3),
-    f"The three crops of test face {shown} ({face.image}) as the network sees them, with "
-    f"its ground-truth landmarks: landmark box, annotation rectangle, Haar detection"
+    f"The three crops of test face {shown} ({face.image}) as the network sees them,"
+    " with its ground-truth landmarks: landmark box, annotation rectangle,"
+    " Haar detection"
     f"{' (missed: its rectangle)' if shown in missed else ''}.",
     chapter.run_provenance(crop_run, data_kind, preset, crop_root),
     protocols,
