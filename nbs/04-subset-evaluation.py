@@ -280,9 +280,10 @@ crop_run = chapter.repo_path(run_dir)
 protocols = chapter.ensure_results(crop_run, crop_root, "results-crops", ["--crops", "all"])
 crop_rules = "; ".join(f"{name}: {record['rule']}" for name, record in protocols["crop_protocols"].items())
 viz.show(
-    viz.markdown_table(["crops", *report.COLUMNS, "detector missed"], report.protocol_rows(protocols)),
+    viz.markdown_table(["crops", *report.COLUMNS, *report.PROTOCOL_EXTRA], report.protocol_rows(protocols)),
     f"NME (%) of this run's checkpoint ({chapter.model_line(protocols)}) with each crop protocol, flip test, "
-    f"standard decoder. {crop_rules}.",
+    f"standard decoder; the last NME column compares the three crops on the same faces, those the detector "
+    f"found. {crop_rules}.",
     chapter.run_provenance(crop_run, data_kind, preset, crop_root),
     protocols,
 )
