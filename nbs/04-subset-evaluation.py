@@ -442,11 +442,12 @@ crop_rules = "; ".join(
 )
 viz.show(
     viz.markdown_table(
-        ["crops", *report.COLUMNS, "detector missed"],
+        ["crops", *report.COLUMNS, *report.PROTOCOL_EXTRA],
         report.protocol_rows(protocols),
     ),
     f"NME (%) of this run's checkpoint ({chapter.model_line(protocols)}) with each "
-    f"crop protocol, flip test, standard decoder. {crop_rules}.",
+    "crop protocol, flip test, standard decoder; the last NME column compares the "
+    f"three crops on the same faces, those the detector found. {crop_rules}.",
     chapter.run_provenance(crop_run, data_kind, preset, crop_root),
     protocols,
 )

@@ -155,13 +155,14 @@ def test_evaluation_page_has_the_seed_table_with_this_runs_numbers(built: dict[s
 
 def test_evaluation_page_sets_the_crop_protocols_side_by_side(built: dict[str, Path]) -> None:
     page = read(built, "generated/04-subset-evaluation.html")
-    tables = [t for t in page.tables if t and t[0] == ["crops", *SEED_COLUMNS[1:], "detector missed"]]
+    header = ["crops", *SEED_COLUMNS[1:], "test, faces the detector found", "detector missed"]
+    tables = [t for t in page.tables if t and t[0] == header]
     assert tables, "no crop-protocol table on the evaluation page"
     rows = {row[0]: row[1:] for row in tables[0][1:]}
     results = json.loads((built["run"] / "results-crops.json").read_text())
     assert list(rows) == ["landmarks", "rect", "detector"] == list(results["crop_protocols"])
     for name, record in results["crop_protocols"].items():
-        nmes = [record["table"][c]["nme"] for c in SEED_COLUMNS[1:]]
+        nmes = [record["table"][c]["nme"] for c in SEED_COLUMNS[1:]] + [record["nme_detected_faces"]]
         assert rows[name][:-1] == ["-" if v is None else f"{v:.2f}" for v in nmes]
     assert rows["detector"][-1] == str(results["crop_protocols"]["detector"]["missed"])
 

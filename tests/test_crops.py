@@ -17,6 +17,7 @@ from test_report import save_tiny_checkpoint, write_dataset
 from hrnet_lib.data.wflw import ANNOTATION_DIR, IMAGE_DIR, Face, load_split
 from hrnet_lib.evaluate import crops, report
 from hrnet_lib.evaluate.boxes import DETECTOR_SHIFT, DETECTOR_SIDE
+from hrnet_lib.evaluate.metrics import nme
 
 
 def test_parse_protocols() -> None:
@@ -130,7 +131,12 @@ def test_each_protocol_crops_as_documented(
     assert results["table"]["model"] == results["crop_protocols"]["landmarks"]["table"]
     rows = report.protocol_rows(results)
     assert [row[0] for row in rows] == ["landmarks", "rect", "detector"] and rows[2][-1] == 4
+    assert rows[0][-1] is None and rows[1][-1] is None
     assert rows[1][1] == pytest.approx(results["crop_protocols"]["rect"]["table"]["test"]["nme"])
+    for row in rows:  # the same four faces (those detected) under each protocol
+        errors = nme(arrays[f"predictions_{row[0]}"], arrays["landmarks"])[[0, 2, 4, 6]]
+        assert row[-2] == pytest.approx(100 * errors.mean())
+    assert "faces the detector found" in report.format_protocols(results)
 
 
 def test_rect_protocol_alone_fills_the_table(dataset: Path, tmp_path: Path) -> None:

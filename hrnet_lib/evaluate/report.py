@@ -267,19 +267,25 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The header of `protocol_rows` after the crop protocol's name and the table columns.
+PROTOCOL_EXTRA = ("test, faces the detector found", "detector missed")
+
+
 def protocol_rows(results: dict[str, Any]) -> list[list[Any]]:
-    """One row per crop protocol of a results file: its name, then NME (%) per table column (None when
-    empty), then how many faces fell back (detector) or None."""
+    """One row per crop protocol of a results file: its name, NME (%) per table column, NME (%) on the
+    test faces the detector found (when the detector protocol ran), and how many faces the detector
+    missed (its row only); None where a value does not apply or a subset is empty."""
     rows = []
     for name, record in results.get("crop_protocols", {}).items():
-        nmes = [record["table"][column]["nme"] for column in COLUMNS]
-        rows.append([name, *(None if v is None or v != v else v for v in nmes), record.get("missed")])
+        values = [record["table"][column]["nme"] for column in COLUMNS] + [record.get("nme_detected_faces")]
+        rows.append([name, *(None if v is None or v != v else v for v in values), record.get("missed")])
     return rows
 
 
 def format_protocols(results: dict[str, Any]) -> str:
-    """The crop-protocol table (markdown): NME (%) per column for each protocol of the results."""
-    lines = ["| crops | " + " | ".join(COLUMNS) + " | detector missed |", "|---" * (len(COLUMNS) + 2) + "|"]
+    """The crop-protocol table (markdown), rows of `protocol_rows`."""
+    header = ["crops", *COLUMNS, *PROTOCOL_EXTRA]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for name, *values, missed in protocol_rows(results):
         cells = [_cell(v, 2) for v in values] + ["-" if missed is None else str(missed)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -397,6 +403,12 @@ def evaluate(
         **run_record(torch_device),
     }
     results["crop_protocols"] = protocols
+    if "detector" in protocols:
+        found = np.ones(len(faces), bool)
+        found[protocols["detector"]["missed_faces"]] = False
+        for name in crops:
+            errors = nme(arrays[f"predictions_{name}"], truth)[found]
+            protocols[name]["nme_detected_faces"] = 100 * float(errors.mean()) if found.any() else None
     return results, arrays
 
 
