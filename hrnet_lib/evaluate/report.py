@@ -1,8 +1,9 @@
 """`python -m hrnet_lib evaluate`: a checkpoint on the WFLW test set and its six subsets (model-zoo table).
 
 Pipeline per face: crop (the landmark box padded 1.25, or the official mmpose centre/scale with
-``--annotations``) -> model heatmaps (flip test by default) -> decode (standard or DARK) -> times the
-stride back to input pixels -> inverse crop transform -> image pixels -> inter-ocular NME.
+``--annotations``; ``--crops`` adds or swaps in the detection rectangle's and a face detector's crops,
+see `hrnet_lib.evaluate.crops`) -> model heatmaps (flip test by default) -> decode (standard or DARK)
+-> times the stride back to input pixels -> inverse crop transform -> image pixels -> inter-ocular NME.
 
 Besides the table it writes a JSON (per-face and per-landmark NME, CED curves, table values, provenance),
 a CED figure and the predicted landmarks (``*_predictions.npz``) next to it. The mean-shape baseline
