@@ -25,11 +25,13 @@ import cv2
 import numpy as np
 import torch
 
+from hrnet_lib.data.loader import read_checked_image
 from hrnet_lib.device import resolve_device
 from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.evaluate.report import load_model
-from hrnet_lib.io import atomic_bytes, prepare_output, save_json
+from hrnet_lib.io import NoSpaceError, atomic_bytes, prepare_output, save_json
+from hrnet_lib.model.weights import TRUST_FLAG, TRUST_HELP
 
 CASCADE = "haarcascade_frontalface_default.xml"
 DETECTOR_SIDE = 0.9  # face-box side / Haar box side (measured 0.87-0.90, see the module doc)
@@ -153,15 +155,18 @@ def predict_photo(
     flip: bool = True,
     decoder: str = "standard",
     device: str = "auto",
+    trust: bool = False,
 ) -> dict[str, Any]:
-    """Predict the landmarks of every face of a photo; write OUT.png and OUT.json; return the JSON data."""
+    """Predict the landmarks of every face of a photo; write OUT.png and OUT.json; return the JSON data.
+    `trust` lets the checkpoint hold more than tensors and plain data (`read_checkpoint`)."""
     image_path, out = Path(image_path), Path(out)
     if out.suffix.lower() != ".png":
         raise PredictError(f"--out {out}: name the PNG to write (OUT.png); the JSON goes beside it")
     prepare_output(out)
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise PredictError(f"{image_path}: cannot read image (missing, or not an image format OpenCV reads)")
+    try:  # the dataset reader's checks: a truncated JPEG is refused, not half grey
+        image = read_checked_image(image_path)
+    except (ValueError, FileNotFoundError) as error:
+        raise PredictError(f"{image_path}: cannot read image ({error})") from None
     if box is not None:
         boxes = np.asarray(box, dtype=np.float64).reshape(1, 4)
         check_box(boxes[0], image.shape[1], image.shape[0], image_path)
@@ -173,7 +178,7 @@ def predict_photo(
                 f"{image_path}: no face found by the detector; pass the face box with --box x0 y0 x1 y1"
             )
         boxes = np.stack([face_box_from_detection(d) for d in detections])
-    model, config = load_model(checkpoint)
+    model, config = load_model(checkpoint, trust)
     landmarks, scores = predict_landmarks(
         model,
         image,
@@ -203,8 +208,10 @@ def predict_photo(
             for i in range(len(boxes))
         ],
     }
+    save_json(
+        result, out.with_suffix(".json"), indent=1
+    )  # first: it refuses NaN, and then nothing is written
     atomic_bytes(out, png.tobytes())
-    save_json(result, out.with_suffix(".json"), indent=1)
     return result
 
 
@@ -222,12 +229,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-flip", action="store_true", help="no flip test")
     parser.add_argument("--decoder", choices=DECODERS, default="standard")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
         result = predict_photo(
-            args.image, args.checkpoint, args.out, args.box, not args.no_flip, args.decoder, args.device
+            args.image,
+            args.checkpoint,
+            args.out,
+            args.box,
+            not args.no_flip,
+            args.decoder,
+            args.device,
+            args.trust_checkpoint,
         )
-    except (PredictError, FileNotFoundError, ValueError) as error:
+    except (PredictError, FileNotFoundError, ValueError, NoSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{len(result['faces'])} face(s): wrote {args.out} and {args.out.with_suffix('.json')}")

@@ -40,9 +40,15 @@ from hrnet_lib.device import resolve_device
 from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.evaluate.metrics import bootstrap_ci, ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
-from hrnet_lib.io import atomic_bytes, prepare_output
+from hrnet_lib.io import NoSpaceError, atomic_bytes, prepare_output
 from hrnet_lib.model.hrnet import build_model
-from hrnet_lib.model.weights import WeightsMismatchError, load_weights, read_checkpoint
+from hrnet_lib.model.weights import (
+    TRUST_FLAG,
+    TRUST_HELP,
+    WeightsMismatchError,
+    load_weights,
+    read_checkpoint,
+)
 from hrnet_lib.provenance import git_commit, hardware
 
 #: The column order of the mmpose model-zoo table.
@@ -90,23 +96,26 @@ FR_THRESHOLD = 0.10
 TEST_JSON = "face_landmarks_wflw_test.json"
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model a checkpoint needs and load its weights (strict); returns (model, settings).
 
     The project's checkpoints ({"model": state_dict, "config": {...}}) give model name, keypoints,
     upsampling, input and heatmap size; any other file (an mmpose checkpoint) gets the published
     settings: hrnetv2_w18, bilinear fusion, 256 -> 64. The settings also name the weights' layout.
-    A file without a trained heatmap head (ImageNet or backbone-only weights) is an error.
+    A file without a trained heatmap head (ImageNet or backbone-only weights) or with NaN or infinite
+    weights is an error; `trust` lets a file hold more than tensors and plain data (`read_checkpoint`).
     """
-    state, _ = read_checkpoint(path)
+    state, _ = read_checkpoint(path, trust)
     config = dict(PUBLISHED_CONFIG)
     if isinstance(state, dict) and "model" in state and isinstance(state.get("config"), dict):
         config.update({key: state["config"][key] for key in PUBLISHED_CONFIG if key in state["config"]})
     model = build_model(config["model"], int(config["num_keypoints"]), config["upsample"])
     try:
-        loaded = load_weights(model, state)
+        loaded = load_weights(model, state, source=str(path))
     except WeightsMismatchError as error:
-        raise ValueError(f"{path}: the weights do not fit {config['model']}: {error}") from None
+        raise ValueError(f"the weights do not fit {config['model']}: {error}") from None
+    except TypeError as error:  # no state dict inside
+        raise ValueError(f"{path}: {error}") from None
     if loaded.missing:
         raise ValueError(
             f"{path}: {loaded.layout} weights leave {len(loaded.missing)} model tensors at initialisation "
@@ -304,12 +313,15 @@ def evaluate(
     device: str = "auto",
     bf16: bool = True,
     progress: bool = True,
+    trust: bool = False,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate a checkpoint on the test set and its subsets; returns (results for the JSON, arrays:
     "predictions", "landmarks" (ground truth) and "baseline", each (N, K, 2) image pixels)."""
     data_root = Path(data_root)
+    if data_root.is_file():
+        raise ValueError(f"--data-root {data_root} is a file; name the WFLW root folder")
     torch_device = resolve_device(device)
-    model, config = load_model(checkpoint)
+    model, config = load_model(checkpoint, trust)
     faces = load_split(data_root, "test")
     subsets = load_subsets(data_root, faces)
     test_boxes = [crop_box(face) for face in faces]
@@ -443,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
     return parser
 
 
@@ -462,13 +475,14 @@ def main(argv: list[str]) -> int:
             device=args.device,
             bf16=not args.fp32,
             progress=not args.quiet,
+            trust=args.trust_checkpoint,
         )
-    except (FileNotFoundError, ValueError) as error:
+        results["provenance"]["command"] = shlex.join(["python", "-m", "hrnet_lib", "evaluate", *argv])
+        print(format_table(results))
+        write_results(_nan_to_none(results), arrays, args.out)
+    except (FileNotFoundError, ValueError, NoSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    results["provenance"]["command"] = shlex.join(["python", "-m", "hrnet_lib", "evaluate", *argv])
-    print(format_table(results))
-    write_results(_nan_to_none(results), arrays, args.out)
     figure, npz = sidecar_paths(args.out)
     print(f"wrote {args.out}, {figure} and {npz}")
     return 0
