@@ -6,6 +6,7 @@ atomic on POSIX), so a process killed at any moment leaves the old file or the n
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -14,22 +15,59 @@ from pathlib import Path
 from typing import IO, Any
 
 
+class NoSpaceError(OSError):
+    """A write that found its disk (or quota) full: the message names the file and says that the file as it
+    was is kept."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _WriteRecorder:
+    """A file that remembers the first OSError its `write` raised: torch.save reports a failed write as
+    its own RuntimeError, without the errno that says the disk is full."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it onto `path`."""
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it onto `path`; a full
+    disk is a NoSpaceError naming `path`, which keeps its previous content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
+    recorder: _WriteRecorder | None = None
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results should be as readable as any file
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _WriteRecorder(f)
+            write(recorder)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = error if isinstance(error, OSError) else getattr(recorder, "error", None)
+        if cause is not None and cause.errno in _FULL:
+            kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+            full = NoSpaceError(f"no space left on the device of {path.parent} to write {path.name}; {kept}")
+            full.errno = cause.errno
+            raise full from error
         raise
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from hrnet_lib.io import NoSpaceError
 from hrnet_lib.train.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -66,6 +69,27 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "other.pt")
 
 
+class RunsCode:
+    """Pickles as a call of Path.touch on `marker` (what a hostile file would do with os.system)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_that_runs_code_is_refused_without_torchs_advice(tmp_path: Path) -> None:
+    """No training checkpoint holds code, so a last.pt whose pickle calls a function is refused, naming what
+    it holds; torch's advice to retry with weights_only=False is not passed on."""
+    marker = tmp_path / "PWNED"
+    torch.save({"model": RunsCode(marker)}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*last.pt: it holds objects of") as error:
+        load_checkpoint(tmp_path / "last.pt")
+    assert "getattr" in str(error.value) and "weights_only" not in str(error.value)
+    assert not marker.exists()
+
+
 def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,9 +101,45 @@ def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    expected = f"no space left on the device of {tmp_path} to write last.pt; the previous last.pt is kept"
+    with pytest.raises(NoSpaceError, match=re.escape(expected)):
         save_checkpoint({"model": {"w": torch.ones(3)}, "i": 1}, target)
     monkeypatch.undo()
+    assert load_checkpoint(target)["i"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_full_disk_under_torch_save_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real torch.save on a disk that fills up after 1 kB: torch reports the failed write as its own
+    RuntimeError ("unexpected pos", no errno); the error says the disk is full and last.pt is kept."""
+    target = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.zeros(3)}, "i": 0}, target)
+    real_fdopen = os.fdopen
+
+    class FillingDisk:
+        def __init__(self, file) -> None:
+            self.file, self.written = file, 0
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > 1024:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FillingDisk(real_fdopen(fd, mode)))
+    with pytest.raises(NoSpaceError, match="to write last.pt; the previous last.pt is kept") as full:
+        save_checkpoint({"model": {"w": torch.ones(100_000)}, "i": 1}, target)
+    monkeypatch.undo()
+    assert isinstance(full.value.__cause__, RuntimeError) and full.value.errno == errno.ENOSPC
     assert load_checkpoint(target)["i"] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 

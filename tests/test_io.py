@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from hrnet_lib.io import atomic_write, read_jsonl, save_json
+from hrnet_lib.io import NoSpaceError, atomic_write, read_jsonl, save_json
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
@@ -52,3 +53,26 @@ def test_save_json_refuses_nan(tmp_path: Path) -> None:
     assert not (tmp_path / "r.json").exists()
     save_json({"nme": None}, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == {"nme": None}
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path, code: int) -> None:
+    """A write (or its fsync) that finds the disk or quota full: a NoSpaceError naming the file and saying
+    the old one is kept, which it is; a folder with no file yet says nothing was written."""
+    path = tmp_path / "results.json"
+    save_json({"a": 1}, path)
+
+    def full(f) -> None:
+        f.write(b"{half")
+        raise OSError(code, os.strerror(code))
+
+    with pytest.raises(NoSpaceError) as error:
+        atomic_write(path, full)
+    assert str(error.value) == (
+        f"no space left on the device of {tmp_path} to write results.json; the previous results.json is kept"
+    )
+    assert error.value.errno == code and isinstance(error.value, OSError)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    with pytest.raises(NoSpaceError, match="to write new.json; nothing was written"):
+        atomic_write(tmp_path / "new.json", full)

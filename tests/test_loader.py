@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import cv2
@@ -29,6 +35,7 @@ from hrnet_lib.data.transforms import (
     warp_matrix,
 )
 from hrnet_lib.data.wflw import Face
+from hrnet_lib.io import NoSpaceError
 
 S = 256
 
@@ -369,6 +376,87 @@ def test_cache_meta_written_atomically(
     assert sorted(p.name for p in directory.iterdir()) == ["crops.npy"]
     monkeypatch.setattr(os, "replace", real_replace)
     assert FaceCropCache(directory, faces, root, progress=False).built
+
+
+def test_full_disk_under_the_cache_is_a_clear_error(
+    textured: tuple[Path, list[Face]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crop file's blocks are reserved before the memmap writes into it (writing into a hole on a full
+    disk is a SIGBUS without a word): a full disk is a NoSpaceError naming the folder and the bytes needed,
+    and no temporary file stays. A filesystem that cannot reserve ahead builds as before."""
+    root, faces = textured
+    size = int((FaceCropCache(tmp_path / "reference", faces, root, progress=False).sides ** 2 * 3).sum())
+    asked: list[int] = []
+
+    def full(fd: int, offset: int, length: int) -> None:
+        asked.append(length)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    directory = tmp_path / "cache"
+    with pytest.raises(NoSpaceError) as error:
+        FaceCropCache(directory, faces, root, progress=False)
+    message = str(error.value)
+    assert (
+        f"no space left on the device of {directory} for the face-crop cache: it needs {size:,} bytes"
+        in message
+    )
+    assert asked and asked[0] >= size  # the whole file, header included
+    assert list(directory.iterdir()) == []
+
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported, raising=False)
+    assert FaceCropCache(directory, faces, root, progress=False).built
+
+
+def test_temporary_files_of_dead_builds_are_removed(
+    textured: tuple[Path, list[Face]], tmp_path: Path
+) -> None:
+    """A build killed mid-way leaves its crops.npy.HOST.PID.tmp (gigabytes at WFLW size, and named
+    crops.npy.PID.tmp by older versions); the next build removes those of dead processes on this host and
+    leaves a live process's and another host's."""
+    root, faces = textured
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid, host = int(dead.stdout), socket.gethostname()
+    stale = [directory / f"crops.npy.{host}.{pid}.tmp", directory / f"crops.npy.{pid}.tmp"]
+    kept = [directory / f"crops.npy.{host}.1.tmp", directory / f"crops.npy.other-host.{pid}.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"\0" * 1000)
+    assert FaceCropCache(directory, faces, root, progress=False).built
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["crops.npy", "meta.json", *(p.name for p in kept)]
+    )
+
+
+def test_the_workers_fork_server_leaves_the_process_group() -> None:
+    """The fork server that loader workers come from runs in a process group of its own, so a signal to
+    the training's group reaches neither it nor its workers; what it forks still has Python's usual
+    SIGTERM, so Process.terminate works (a Pool of synthesize once hung on workers that ignored it)."""
+    script = textwrap.dedent(
+        """
+        import multiprocessing, os, time
+        from hrnet_lib.data.loader import worker_options
+        worker_options(1)
+        child = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(60,))
+        child.start()
+        print(os.getpgid(0), os.getpgid(child.pid), flush=True)
+        child.terminate()
+        child.join(30)
+        print(child.exitcode)
+        """
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120
+    )
+    ours, theirs, code = done.stdout.split()
+    assert theirs != ours and int(code) == -signal.SIGTERM, done.stderr
 
 
 def test_missing_image_is_a_clear_error(tmp_path: Path) -> None:

@@ -84,6 +84,53 @@ def test_unreadable_image_is_a_clear_error(
     assert not (tmp_path / "o.png").exists()
 
 
+def test_truncated_jpeg_is_refused_as_the_dataset_reader_refuses_it(
+    checkpoint: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """OpenCV decodes a JPEG cut short and fills the rest with grey; predict refuses it, as `data check`
+    does, instead of predicting landmarks on the grey."""
+    data = photo.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    assert cv2.imread(str(cut)) is not None  # OpenCV alone takes it
+    argv = [str(cut), "--checkpoint", str(checkpoint), "--box", "115", "60", "205", "180"]
+    assert predict.main([*argv, "--out", str(tmp_path / "o.png")]) == 1
+    err = capsys.readouterr().err
+    assert f"{cut}: cannot read image" in err and "truncated" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.jpg"]
+
+
+class RunsCode:
+    """Pickles as a call of Path.touch on `marker` (what a hostile file would do with os.system)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_unsafe_and_non_finite_checkpoints_are_refused(
+    checkpoint: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A checkpoint whose pickle runs code is refused (the marker is not created) and names the opt-in; one
+    with a NaN weight is refused naming the tensor, and no PNG or JSON (with bare NaN) is written."""
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": RunsCode(marker)}, evil)
+    state = torch.load(checkpoint, weights_only=True)
+    state["model"]["conv1.weight"][0, 0, 0, 0] = float("nan")
+    broken = tmp_path / "nan.pt"
+    torch.save(state, broken)
+    argv = [str(photo), "--box", "115", "60", "205", "180", "--out", str(tmp_path / "o.png")]
+    assert predict.main([*argv, "--checkpoint", str(evil)]) == 1
+    err = capsys.readouterr().err
+    assert "refused" in err and "--trust-checkpoint" in err and not marker.exists()
+    assert predict.main([*argv, "--checkpoint", str(broken)]) == 1
+    assert f"{broken}: conv1.weight holds 1 NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pth", "nan.pt"]
+
+
 def test_no_face_found_suggests_box(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((120, 160, 3), 128, dtype=np.uint8))

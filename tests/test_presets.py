@@ -135,6 +135,11 @@ def test_a_config_from_before_precision_reads_as_it_ran(
         ("device=cuda:0", r"bad device='cuda:0': must be auto, cpu or cuda"),
         ("device=gpu", r"bad device='gpu'"),
         ("loss=l1", r"bad loss='l1': must be mse or awing"),
+        ("lr=inf", r"bad lr=inf: must be a finite number"),  # infinity passed every 'lr >= 0' rule
+        ("sigma=inf", r"bad sigma=inf: must be a finite number"),
+        ("rot_max=inf", r"bad rot_max=inf: must be a finite number"),
+        ("lr=nan", r"bad lr=nan: must be a finite number"),
+        ("scale_range=0.75,inf", r"bad scale_range=\(0.75, inf\): must be a finite number"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override: str, message: str) -> None:

@@ -18,6 +18,7 @@ from hrnet_lib import device
 from hrnet_lib.data.wflw import ANNOTATION_DIR, ATTRIBUTES, IMAGE_DIR, SUBSET_FILES, load_split
 from hrnet_lib.evaluate import report
 from hrnet_lib.evaluate.inference import crops_to_landmarks
+from hrnet_lib.io import NoSpaceError
 from hrnet_lib.model.hrnet import build_model
 
 TEMPLATE = np.random.default_rng(7).uniform(-0.4, 0.4, size=(98, 2))  # one face shape, crop units
@@ -301,7 +302,7 @@ def test_official_crops_reach_the_model_and_the_baseline_keeps_landmark_boxes(
     # ... while the model does see the official crops: an oracle's peaks map back through them.
     peaks = np.random.default_rng(1).integers(2, 14, size=(98, 2))
     config = {"input_size": 64, "heatmap_size": 16, "model": "oracle"}
-    monkeypatch.setattr(report, "load_model", lambda path: (OracleHeatmaps(peaks, 16), config))
+    monkeypatch.setattr(report, "load_model", lambda path, trust: (OracleHeatmaps(peaks, 16), config))
     assert report.main([*argv, "--annotations", str(official), "--workers", "0", "--no-flip"]) == 0
     predictions = np.load(out.with_name("results_predictions.npz"))["predictions"]
     for points, annotation in zip(predictions, annotations, strict=True):
@@ -368,6 +369,86 @@ def test_mismatched_weights_are_a_clear_error(
     argv = ["--checkpoint", str(path), "--data-root", str(dataset), "--out", str(tmp_path / "r.json")]
     assert report.main(argv) == 1
     assert str(path) in capsys.readouterr().err
+
+
+class RunsCode:
+    """Pickles as a call of Path.touch on `marker` (what a hostile file would do with os.system)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_that_runs_code_is_refused_unless_trusted(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .pth whose pickle calls a function runs nothing: evaluate refuses it, naming what it holds and the
+    opt-in; with --trust-checkpoint it is unpickled (the marker appears) and then found to hold no weights."""
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": RunsCode(marker)}, path)
+    argv = [
+        "--checkpoint",
+        str(path),
+        "--data-root",
+        str(dataset),
+        "--out",
+        str(tmp_path / "r.json"),
+        "--quiet",
+    ]
+    assert report.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: refused: it holds objects of" in err and "--trust-checkpoint" in err
+    assert "Traceback" not in err and not marker.exists() and not (tmp_path / "r.json").exists()
+    assert report.main([*argv, "--trust-checkpoint"]) == 1
+    assert marker.exists() and "no state dict found" in capsys.readouterr().err
+
+
+def test_non_finite_weights_are_refused(
+    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One NaN in conv1.weight: an error naming the file and the tensor, instead of an NME of noise."""
+    state = torch.load(checkpoint, weights_only=True)
+    state["model"]["conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.pt"
+    torch.save(state, path)
+    argv = [
+        "--checkpoint",
+        str(path),
+        "--data-root",
+        str(dataset),
+        "--out",
+        str(tmp_path / "r.json"),
+        "--quiet",
+    ]
+    assert report.main(argv) == 1
+    assert f"{path}: conv1.weight holds 1 NaN of" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_full_disk_while_writing_results_is_a_clear_error(
+    dataset: Path,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fills up while the results are written: exit 1, the message says so, no traceback, and
+    the results of an earlier evaluation stay as they were."""
+    out = tmp_path / "results.json"
+    out.write_text('{"earlier": true}\n')
+
+    def full(path, data) -> None:
+        raise NoSpaceError(f"no space left on the device of {Path(path).parent} to write {Path(path).name}")
+
+    monkeypatch.setattr(report, "atomic_bytes", full)
+    argv = ["--checkpoint", str(checkpoint), "--data-root", str(dataset), "--out", str(out), "--quiet"]
+    assert report.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: no space left on the device of" in err and "Traceback" not in err
+    assert out.read_text() == '{"earlier": true}\n'
 
 
 def test_format_table_rows_and_columns() -> None:

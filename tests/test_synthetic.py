@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -375,3 +377,28 @@ def test_cli_force_does_not_delete_a_dataset_it_did_not_write(tmp_path: Path, ca
     err = capsys.readouterr().err
     assert f"{photo} was not written by the synthesiser" in err and "nothing was deleted" in err
     assert snapshot(root) == before
+
+
+def test_cli_into_a_folder_it_cannot_write_is_a_clear_error(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only root is refused before any rendering; a write that fails later (permission, a full
+    disk) is a message naming the root, not a PermissionError traceback. (As root, a read-only folder is
+    still writable, so the refusals are simulated.)"""
+    root = tmp_path / "wflw"
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != root)
+    monkeypatch.setattr(syn, "synthesize", lambda *a, **k: pytest.fail("rendered into a read-only root"))
+    assert synth_cli(root) == 1
+    assert (
+        f"error: --root {root / 'WFLW_images'}: the folder {root} is not writable" in capsys.readouterr().err
+    )
+    monkeypatch.undo()
+
+    def denied(path: Path, data: bytes) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(syn, "atomic_bytes", denied)
+    assert synth_cli(tmp_path / "other") == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot write the dataset under {tmp_path / 'other'}: [Errno 13] Permission denied" in err
+    assert "Traceback" not in err

@@ -6,6 +6,7 @@ Runs the real command (`python -m hrnet_lib train`, under torchrun for DDP) on a
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -367,6 +368,29 @@ def start_until(
     return proc
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid`, read from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # a process that ended meanwhile
+            continue
+    found, level = [], [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and has not ended (a zombie that no one reaped has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def assert_same_run(full: Path, resumed: Path) -> None:
     """Same weights and optimiser state tensor for tensor, same best checkpoint, same log."""
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(resumed / "last.pt")
@@ -392,9 +416,15 @@ def test_sigkill_then_resume_is_bit_identical(data: Path, tmp_path: Path, uninte
     common = [*DETERMINISTIC, "--data-root", str(data), "--out", str(killed), "ckpt_every=1"]
     # step 7 of 15 done (epoch 1, step 2 of 5): the checkpoint of step 6 is written
     proc = start_until(common, killed / "log.jsonl", 7, tmp_path / "stderr.txt")
+    family = descendants(proc.pid)  # the data worker, its fork server, multiprocessing's resource tracker
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # They end with it (a worker from the fork server once outlived it, keeping the server alive too).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(map(running, family)):
+        time.sleep(0.1)
+    assert len(family) >= 2 and not any(map(running, family)), family
     partial = load_checkpoint(killed / "last.pt")
     assert partial["epoch"] == 1 and partial["step_in_epoch"] > 0  # a mid-epoch checkpoint
 
@@ -425,6 +455,39 @@ def test_signal_saves_at_the_step_then_resume_is_bit_identical(
 
     run_train([*common, "--resume"])
     assert_same_run(uninterrupted, stopped)
+
+
+def test_sigterm_to_the_process_group_while_workers_start_saves_at_the_step(
+    data: Path, tmp_path: Path
+) -> None:
+    """What a scheduler does: SIGTERM to the whole process group of a run with two data workers, just as
+    the workers start. Training stops after its current step with last.pt saved there, exit 143, no
+    traceback. (The signal once killed the workers' fork server, and the loader took every worker for
+    dead, or hit a worker before it could ignore the signal: exit 1, "DataLoader worker exited
+    unexpectedly", and only an epoch-end last.pt.)"""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "hrnet_lib", "train", "--preset", "smoke", "--data-root", str(data)]
+    with open(tmp_path / "stderr.txt", "w") as errors:
+        proc = subprocess.Popen(
+            [*command, "--out", str(run), "workers=2"],
+            cwd=REPO,
+            env=ONE_THREAD,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 180
+    while not (run / "log.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1.0)  # the session has started; its workers are starting
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped: SIGTERM after iteration" in stderr and "Traceback" not in stderr
+    saved = load_checkpoint(run / "last.pt")
+    steps = [r["iteration"] for r in read_log(run) if "loss" in r]
+    assert saved["iteration"] == steps[-1] and saved["step_in_epoch"] > 0  # at the step, not an epoch's end
 
 
 @pytest.mark.skipif(
@@ -737,11 +800,75 @@ def test_bad_data_root_gives_a_clear_error(tmp_path: Path, capsys: pytest.Captur
         == 1
     )
     assert f"data root {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert (
+        main(["--preset", "smoke", "--data-root", str(tmp_path / "file"), "--out", str(tmp_path / "r")]) == 1
+    )
+    assert f"--data-root {tmp_path / 'file'} is a file; name the WFLW root folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert (
         main(["--preset", "smoke", "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 1
     )
     assert "no WFLW training annotations at" in capsys.readouterr().err
+
+
+def test_a_crop_cache_that_cannot_be_written_is_a_clear_error(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache folder under a file, one without write permission (a PermissionError once), and a disk too
+    full for the cache (a SIGBUS once): each an error naming the folder and the ways out."""
+    args = ["--preset", "smoke", "cache=true", "--data-root", str(data), "--out", str(tmp_path / "run")]
+    (tmp_path / "file").write_text("")
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *more: object, **options: object) -> None:
+        if self.name == "denied":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        real_mkdir(self, *more, **options)
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    cases = [
+        (tmp_path / "file" / "cache", f"cannot write the face-crop cache {tmp_path / 'file' / 'cache'}"),
+        (tmp_path / "denied", f"cannot write the face-crop cache {tmp_path / 'denied'}/crops-"),
+        (tmp_path / "full", f"no space left on the device of {tmp_path / 'full'}"),
+    ]
+    for cache_dir, message in cases:
+        if cache_dir.name == "full":
+            monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+        assert main([*args, "--cache-dir", str(cache_dir)]) == 1
+        err = capsys.readouterr().err
+        assert (
+            message in err
+            and "put it elsewhere with --cache-dir DIR, or train without it (cache=false)" in err
+        )
+        assert "Traceback" not in err
+
+
+def test_pretrained_weights_that_run_code_are_refused(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--pretrained with a file whose pickle calls a function: refused, naming the opt-in, nothing run."""
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "imagenet.pth"
+    torch.save({"model": RunsCode(marker)}, evil)
+    args = ["--preset", "smoke", "--data-root", str(data), "--out", str(tmp_path / "run")]
+    assert main([*args, "--pretrained", str(evil)]) == 1
+    err = capsys.readouterr().err
+    assert f"--pretrained {evil}: refused: it holds objects of" in err and "--trust-checkpoint" in err
+    assert not marker.exists() and not (tmp_path / "run" / "last.pt").exists()
+
+
+class RunsCode:
+    """Pickles as a call of Path.touch on `marker` (what a hostile file would do with os.system)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
 
 
 def test_existing_run_is_not_overwritten(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

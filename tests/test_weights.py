@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 from torch import nn
 
 from hrnet_lib.model.hrnet import build_model
-from hrnet_lib.model.weights import LoadReport, WeightsMismatchError, load_weights, to_mmpose_state_dict
+from hrnet_lib.model.weights import (
+    LoadReport,
+    NonFiniteWeightsError,
+    UnsafeCheckpointError,
+    WeightsMismatchError,
+    load_weights,
+    read_checkpoint,
+    to_mmpose_state_dict,
+)
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
 
@@ -43,9 +54,11 @@ def reference_output(source: nn.Module) -> torch.Tensor:
         return source(X)
 
 
-def fresh_output_after(weights, strict: bool = True, **kwargs) -> tuple[torch.Tensor, LoadReport]:
+def fresh_output_after(
+    weights, strict: bool = True, trust: bool = False, **kwargs
+) -> tuple[torch.Tensor, LoadReport]:
     model = build_model(**kwargs)
-    report = load_weights(model, weights, strict=strict)
+    report = load_weights(model, weights, strict=strict, trust=trust)
     with torch.no_grad():
         return model.eval()(X), report
 
@@ -129,12 +142,92 @@ def test_mmpose_0x_checkpoint_file_made_from_1x_layout(source, reference_output,
         torch.save({"state_dict": sd0, "meta": {"config": Config("model = dict(...)"), "epoch": 60}}, path)
     finally:
         del sys.modules["fake_mmcv_for_test"]
-    out, report = fresh_output_after(path)
+    # Only full unpickling rebuilds such objects, and it runs whatever code a file names: refused by default,
+    # naming the type and the opt-in; read when the caller trusts the file.
+    with pytest.raises(UnsafeCheckpointError, match="fake_mmcv_for_test.Config.*--trust-checkpoint"):
+        load_weights(build_model(), path)
+    out, report = fresh_output_after(path, trust=True)
     assert torch.equal(out, reference_output)
     assert report.layout == "mmpose 0.x"
     assert report.loaded == len(sd0)
     text = str(report)
     assert "weights_only=False" in text and "placeholders" in text
+
+
+def test_mmpose_checkpoint_with_plain_metadata_loads_safely(source, reference_output, tmp_path):
+    """What mmcv's save_checkpoint writes around the weights (an OrderedDict state dict; a meta of strings,
+    ints, the config as text and numpy scalars such as a best score) loads with weights_only, no opt-in,
+    in numpy 2's pickled names and numpy 1's (numpy.core)."""
+    sd0 = collections.OrderedDict(to_mmpose_state_dict(source.state_dict(), version=0))
+    meta = {
+        "mmpose_version": "0.10.0",
+        "config": "model = dict(type='TopDown')",
+        "epoch": 60,
+        "iter": 900,
+        "time": "Mon Jan 25 12:00:00 2021",
+        "hook_msgs": {"best_score": np.float64(4.06), "last_ckpt": "epoch_60.pth"},
+        "seed": np.int64(0),
+        "mean": np.array([123.675, 116.28, 103.53], dtype=np.float32),
+    }
+    path = tmp_path / "mmpose.pth"
+    torch.save({"state_dict": sd0, "meta": meta}, path)
+    # The same in torch's legacy format (protocol 2 names globals as text) as numpy 1 names them.
+    numpy1 = tmp_path / "mmpose-numpy1.pth"
+    torch.save({"state_dict": sd0, "meta": meta}, numpy1, _use_new_zipfile_serialization=False)
+    data = numpy1.read_bytes()
+    assert data.count(b"cnumpy._core.multiarray\n") == 2  # scalar and _reconstruct
+    numpy1.write_bytes(data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
+    for file in (path, numpy1):
+        obj, notes = read_checkpoint(file)
+        assert notes == [] and obj["meta"]["hook_msgs"]["best_score"] == np.float64(4.06)
+        out, report = fresh_output_after(file)
+        assert torch.equal(out, reference_output) and report.layout == "mmpose 0.x"
+
+
+def test_a_pickle_that_runs_code_is_refused_unless_trusted(tmp_path):
+    """A checkpoint whose pickle calls a function when loaded (here Path.touch on a marker file; a hostile
+    one would call os.system) runs nothing: it is refused, naming what it holds and the opt-in."""
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": RunsCode(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError) as refused:
+        load_weights(build_model(), path)
+    assert not marker.exists()
+    message = str(refused.value)
+    assert str(path) in message and "getattr" in message and "--trust-checkpoint" in message
+    assert "weights_only=False" not in message  # no advice to load it unsafely
+    with pytest.raises(UnsafeCheckpointError):
+        read_checkpoint(path)
+    assert not marker.exists()
+    read_checkpoint(path, trust=True)  # what the opt-in means: the file's code runs
+    assert marker.exists()
+
+
+class RunsCode:
+    """Pickles as a call of Path.touch on `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_non_finite_weights_are_refused_naming_the_first_bad_tensor(source, tmp_path):
+    sd = {k: v.clone() for k, v in source.state_dict().items()}
+    sd["conv1.weight"][0, 0, 0, 0] = float("nan")
+    sd["head.3.bias"][:2] = float("inf")
+    with pytest.raises(
+        NonFiniteWeightsError, match=r"a state dict in memory: conv1.weight holds 1 NaN of 1728"
+    ):
+        load_weights(build_model(), sd)
+    path = tmp_path / "best.pt"
+    torch.save({"model": sd}, path)
+    with pytest.raises(NonFiniteWeightsError, match=f"{path}: conv1.weight holds 1 NaN"):
+        load_weights(build_model(), path, strict=False)
+    sd["conv1.weight"][0, 0, 0, 0] = 0.0
+    with pytest.raises(NonFiniteWeightsError, match="head.3.bias holds 2 infinite of 98 values"):
+        load_weights(build_model(), sd)
 
 
 def test_imagenet_classifier_weights_load_into_backbone():
@@ -258,9 +351,16 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     junk = tmp_path / "junk.pth"
     junk.write_text("junk\n")  # read as a pickle: an unknown opcode (KeyError inside torch.load)
-    for path in (page, cut, junk):
-        with pytest.raises(ValueError, match=f"{path.name}: not a readable PyTorch checkpoint"):
+    noise = []  # random bytes whose unpickling once ended in IndexError or MemoryError tracebacks
+    for seed in (17, 21, 50):
+        noise.append(tmp_path / f"noise{seed}.pth")
+        noise[-1].write_bytes(np.random.default_rng(seed).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    for path in (page, cut, junk, *noise):
+        with pytest.raises(ValueError, match=f"{path.name}: not a readable PyTorch checkpoint") as error:
             load_weights(build_model(), path)
+        assert "weights_only" not in str(error.value)
+    with pytest.raises(FileNotFoundError, match="is a folder, not a weights file"):
+        load_weights(build_model(), tmp_path)
 
 
 def test_wrapped_models_and_mmpose_prefixed_imagenet_weights(source, reference_output):

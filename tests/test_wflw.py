@@ -171,6 +171,12 @@ def all_landmarks_at(text: str) -> str:
     [
         (lambda t: t.rsplit(" ", 2)[0] + " " + t.rsplit(" ", 1)[1], "count", "expected 207"),
         (lambda t: t + " extra", "count", "found 208"),
+        (
+            lambda t: t.rsplit(" ", 1)[0] + " 51--Dresses/my face.jpg",
+            "count",
+            "found 208: the image path reads '51--Dresses/my face.jpg' across 2 fields, but the fields are "
+            "split at spaces, so a path cannot hold one",
+        ),
         (lambda t: "", "count", "found 0"),
         (set_token(10, "abc"), "x5", "not a number"),
         (set_token(7, "nan"), "y3", "not a finite number"),
@@ -194,6 +200,15 @@ def test_malformed_line_names_file_line_field(dataset, edit, field: str, message
     assert (err.path, err.line, err.field) == (str(path), 3, field)
     assert message in err.message
     assert str(err).startswith(f"{path}:3: field {field}: ")
+
+
+def test_an_extra_number_is_not_taken_for_a_split_image_path(dataset) -> None:
+    root, _, _ = dataset
+    path = wflw.annotation_path(root, "train")
+    replace_line(path, 3, lambda t: t.rsplit(" ", 1)[0] + " 3.5 a.jpg")
+    with pytest.raises(wflw.WFLWFormatError) as info:
+        wflw.read_annotations(path)
+    assert info.value.message == "expected 207 space-separated fields, found 208"
 
 
 @pytest.mark.parametrize(("token", "field"), [(-1, "image"), (4, "x2"), (N + 1, "y_min")])

@@ -8,13 +8,18 @@ own RNG, so a sample does not depend on worker count or order and training can r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import re
+import shutil
 import signal
+import socket
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +46,8 @@ from hrnet_lib.data.transforms import (
     transform_points,
     warp_matrix,
 )
-from hrnet_lib.io import atomic_bytes
+from hrnet_lib.data.wflw import probe_image
+from hrnet_lib.io import NoSpaceError, atomic_bytes
 
 if TYPE_CHECKING:
     from hrnet_lib.data.wflw import Face
@@ -76,6 +82,15 @@ def read_image(path: Path, source: str = "") -> np.ndarray:
         where = f" (face from {source})" if source else ""
         raise FileNotFoundError(f"{path}: cannot read image{where}")
     return image
+
+
+def read_checked_image(path: Path) -> np.ndarray:
+    """`read_image` after the checks the dataset reader makes (`probe_image`): a truncated or damaged file
+    is a ValueError saying so, not an image whose missing part OpenCV filled with grey."""
+    size = probe_image(Path(path))
+    if isinstance(size, str):
+        raise ValueError(size)
+    return read_image(Path(path))
 
 
 def faces_digest(faces: list[Face]) -> str:
@@ -214,6 +229,25 @@ class FaceCropCache:
         offsets = np.concatenate([[0], np.cumsum(sides * sides * 3)[:-1]]).astype(np.int64)
         return regions, sides, offsets, affines
 
+    def _reserve(self, tmp: Path, size: int) -> np.memmap:
+        """A writable memmap of `size` bytes at `tmp`, its blocks allocated on disk first: a memmap that
+        writes into a hole on a full disk dies of SIGBUS, with no message."""
+        try:
+            crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(size,))
+            allocate(tmp)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(self.directory).free
+            full = NoSpaceError(
+                f"no space left on the device of {self.directory} for the face-crop cache: it needs "
+                f"{size:,} bytes ({size / 2**30:.2f} GiB) and {free:,} are free"
+            )
+            full.errno = error.errno
+            raise full from error
+        return crops
+
     def _build(self, faces: list[Face], image_root: Path, progress: bool) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.meta_path.unlink(missing_ok=True)  # never leave a key pointing at half-written crops
@@ -223,8 +257,9 @@ class FaceCropCache:
         regions, sides, offsets, affines = self._layout(faces)
         image_sizes = np.zeros((len(faces), 2), dtype=np.int64)
         total = int((sides * sides * 3).sum())
-        tmp = self.directory / f"crops.npy.{os.getpid()}.tmp"
-        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(total, 1),))
+        remove_dead_builds(self.directory)
+        tmp = self.directory / f"crops.npy.{socket.gethostname()}.{os.getpid()}.tmp"
+        crops = self._reserve(tmp, max(total, 1))
 
         def crop_image(name: str) -> tuple[str, list[np.ndarray], tuple[int, int]]:
             """The regions of one source image, copied or shrunk (runs in a thread: cv2 releases the GIL)."""
@@ -275,6 +310,37 @@ class FaceCropCache:
             "image_sizes": image_sizes.tolist(),
         }
         atomic_bytes(self.meta_path, json.dumps(meta).encode())
+
+
+def allocate(path: Path) -> None:
+    """Allocate every block of a (sparse) file now, where the platform and filesystem can: a full disk is
+    then an OSError here rather than a failure at some later write."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "rb+") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a filesystem that cannot allocate ahead (EOPNOTSUPP): the blocks come as they are written
+
+
+def remove_dead_builds(directory: Path) -> None:
+    """Delete the temporary crop files (`crops.npy.HOST.PID.tmp`, or `crops.npy.PID.tmp` of older
+    versions) that builds on this host left when they were killed: each can be gigabytes. A build whose
+    process still runs, or that ran on another host sharing the folder, is left alone."""
+    host = socket.gethostname()
+    for path in directory.glob("crops.npy.*.tmp"):
+        found = re.fullmatch(r"crops\.npy\.(?:(.+)\.)?(\d+)\.tmp", path.name)
+        if found is None or found[1] not in (None, host):
+            continue
+        try:
+            os.kill(int(found[2]), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:  # PermissionError: alive, another user's
+            continue
 
 
 class WFLWDataset(Dataset):
@@ -455,6 +521,25 @@ def _worker_init(worker_id: int) -> None:
     # stop (after saving), and its workers exit with it, not in the middle of its step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the process that started it ends, however it ends (SIGKILL included).
+
+    torch's workers watch their parent process, which for a worker from the fork server is the server;
+    the server, in turn, lives until every holder of its pipe (the workers too) has exited. After a
+    SIGKILL of the training process both would live on, holding memory, and ignore SIGTERM.
+    """
+    parent = multiprocessing.parent_process()  # its sentinel closes when the starting process ends
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def build_loader(
@@ -490,16 +575,53 @@ def build_loader(
 
 def worker_options(workers: int) -> dict[str, Any]:
     """DataLoader keyword arguments for `workers` worker processes: persistent, started from a fork server
-    (where the platform has one), OpenCV single-threaded in each. Use them for any loader of WFLWDataset."""
+    (where the platform has one) that ignores SIGINT and SIGTERM, OpenCV single-threaded in each. Use them
+    for any loader of WFLWDataset."""
     if workers <= 0:
         return {"num_workers": 0}
-    methods = multiprocessing.get_all_start_methods()
+    forkserver = "forkserver" in multiprocessing.get_all_start_methods()
+    if forkserver:
+        start_forkserver()
     return {
         "num_workers": workers,
         "persistent_workers": True,
         "worker_init_fn": _worker_init,
-        "multiprocessing_context": "forkserver" if "forkserver" in methods else None,
+        "multiprocessing_context": "forkserver" if forkserver else None,
     }
+
+
+def start_forkserver() -> None:
+    """Start multiprocessing's fork server (once per process) in a process group of its own
+    (`forkserver_init`), ignoring SIGTERM.
+
+    A scheduler's SIGTERM, like Ctrl-C, goes to the whole process group. A fork server it killed made the
+    DataLoader take each of its workers for dead ("worker exited unexpectedly"), and a worker it hit before
+    `_worker_init` ran died; either way training failed with a traceback instead of stopping after its
+    step. The server is started with the signals ignored (a disposition that survives exec) and blocked
+    here (one that arrives meanwhile waits for this process's own handler), until it has left the group.
+    """
+    from multiprocessing import forkserver
+
+    from hrnet_lib.data import forkserver_init
+
+    preload = list(getattr(forkserver._forkserver, "_preload_modules", None) or ["__main__"])
+    if forkserver_init.__name__ not in preload:
+        forkserver.set_forkserver_preload([*preload, forkserver_init.__name__])
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works there only
+        forkserver.ensure_running()
+        return
+    stop = {signal.SIGINT, signal.SIGTERM}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in stop}
+    os.environ[forkserver_init.SERVER_ENV] = str(os.getpid())
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(forkserver_init.SERVER_ENV, None)
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:

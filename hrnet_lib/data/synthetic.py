@@ -41,7 +41,7 @@ from hrnet_lib.data.wflw import (
     SUBSET_FILES,
     TEST_LIST_FILE,
 )
-from hrnet_lib.io import atomic_bytes
+from hrnet_lib.io import atomic_bytes, prepare_output
 
 # Per-face probability of each effect, about the share of WFLW test faces with that flag.
 EFFECT_RATES: dict[str, float] = {
@@ -1250,9 +1250,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train and --test must be at least 1")
     try:
         prepare_root(args.root, args.force)
+        prepare_output(args.root / IMAGE_DIR, option="--root")  # writable, before any rendering
         stats = synthesize(args.root, args.train, args.test, args.seed, not args.quiet, args.workers)
-    except ExistingDatasetError as err:
+    except (ExistingDatasetError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a folder without write permission, a full disk (NoSpaceError names the file)
+        print(f"error: cannot write the dataset under {args.root}: {err}", file=sys.stderr)
         return 1
     images = stats["images"]["train"] + stats["images"]["test"]
     faces = f"{args.train} train + {args.test} test faces"

@@ -173,6 +173,14 @@ def _parse_image_path(token: str, path: Path, line: int, errors: list[WFLWFormat
         )
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_line(
     text: str, path: Path, line: int, short: bool = False
 ) -> tuple[Face | None, list[WFLWFormatError]]:
@@ -182,6 +190,13 @@ def parse_line(
     expected = SUBSET_FIELDS if short else ANNOTATION_FIELDS
     if len(tokens) != expected:
         message = f"expected {expected} space-separated fields, found {len(tokens)}"
+        numbers = all(map(_is_number, tokens[: expected - 1]))
+        if len(tokens) > expected and numbers and not _is_number(tokens[expected - 1]):
+            image = " ".join(tokens[expected - 1 :])  # the fields after the numbers: one path, split?
+            message += (
+                f": the image path reads {image!r} across {len(tokens) - expected + 1} fields, but the "
+                "fields are split at spaces, so a path cannot hold one; rename the image without spaces"
+            )
         return None, [WFLWFormatError(path, line, "count", message)]
     errors: list[WFLWFormatError] = []
     n = 2 * NUM_KEYPOINTS
@@ -245,12 +260,30 @@ def _face_line(face: Face) -> tuple[str, int | None]:
     return (path, int(line)) if line.isdigit() else (face.source, None)
 
 
-class ImageChecker:
-    """Checks that images exist and decode, each image once, and that faces lie on their image.
+def probe_image(path: Path) -> tuple[int, int] | str:
+    """(width, height) of an image file, or the reason it cannot be used (missing, damaged, truncated).
 
     Size comes from the JPEG header (PIL), with EXIF rotation applied as cv2.imread applies it; the
     pixels are decoded at 1/8 scale (JPEG DCT scaling) to prove the file is complete and readable
-    without paying for a full decode.
+    without paying for a full decode (cv2 silently fills a truncated JPEG's missing rows with grey).
+    """
+    if not path.is_file():
+        return f"image not found: {path}"
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation with a 90 degree turn
+                width, height = height, width
+            im.draft("L", (max(1, width // 8), max(1, height // 8)))
+            im.load()
+    except Exception as err:  # PIL raises many types for broken files; all mean "unreadable"
+        return f"image unreadable: {path}: {err}"
+    return width, height
+
+
+class ImageChecker:
+    """Checks that images exist and decode (`probe_image`), each image once, and that faces lie on their
+    image.
 
     Face-outside rule: a face is an error only when its landmark box lies entirely outside the image
     rectangle [0, width] x [0, height]. Landmarks of faces cut by the photo border are annotated
@@ -264,23 +297,8 @@ class ImageChecker:
     def size(self, image: str) -> tuple[int, int] | str:
         """(width, height) of an image, or the reason it cannot be used."""
         if image not in self._sizes:
-            self._sizes[image] = self._probe(self.image_root / image)
+            self._sizes[image] = probe_image(self.image_root / image)
         return self._sizes[image]
-
-    @staticmethod
-    def _probe(path: Path) -> tuple[int, int] | str:
-        if not path.is_file():
-            return f"image not found: {path}"
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation with a 90 degree turn
-                    width, height = height, width
-                im.draft("L", (max(1, width // 8), max(1, height // 8)))
-                im.load()
-        except Exception as err:  # PIL raises many types for broken files; all mean "unreadable"
-            return f"image unreadable: {path}: {err}"
-        return width, height
 
     def check(self, faces: list[Face], progress: bool | None = None) -> list[WFLWFormatError]:
         """Errors for faces whose image is missing/unreadable or that lie outside their image."""

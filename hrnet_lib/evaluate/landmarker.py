@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrnet_lib.data.loader import read_checked_image
 from hrnet_lib.device import resolve_device, resolve_precision
 from hrnet_lib.evaluate.boxes import PredictError, check_box, crop_faces, haar_face_boxes
 from hrnet_lib.evaluate.decode import DECODERS
@@ -57,9 +58,10 @@ def load_image(image: Any, color: str | None = None, name: str = "the image") ->
     """(RGB uint8 (H, W, 3), a name for messages) of a path, a PIL image, or a numpy image of channel order
     `color` ("rgb" or "bgr"; a gray (H, W) image needs none)."""
     if isinstance(image, (str, Path)):
-        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise PredictError(f"{image}: cannot read image (missing, or not an image format OpenCV reads)")
+        try:  # the dataset reader's checks: a truncated JPEG is refused, not half grey
+            bgr = read_checked_image(Path(image))
+        except (ValueError, FileNotFoundError) as error:
+            raise PredictError(f"{image}: cannot read image ({error})") from None
         return np.ascontiguousarray(bgr[..., ::-1]), str(image)
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy(), name
@@ -103,6 +105,7 @@ class Landmarker:
         precision: str = "auto",
         channels_last: bool = True,
         threads: int | None = None,
+        trust: bool = False,
     ) -> None:
         onnx_file = isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx"
         backend = backend or ("onnxruntime" if onnx_file else "torch")
@@ -120,11 +123,13 @@ class Landmarker:
         if backend == "onnxruntime" and self.device.type != "cpu":
             raise ValueError(f"device {device!r}: the onnxruntime backend runs on the CPU")
         self.config = {"input_size": int(input_size), "heatmap_size": int(heatmap_size)}
-        self.model = self._load(model, onnx_file, threads)
+        self.model = self._load(model, onnx_file, threads, trust)
         self.input_size = int(self.config["input_size"])
         self.heatmap_size = int(self.config["heatmap_size"])
 
-    def _load(self, model: str | Path | nn.Module, onnx_file: bool, threads: int | None) -> nn.Module:
+    def _load(
+        self, model: str | Path | nn.Module, onnx_file: bool, threads: int | None, trust: bool
+    ) -> nn.Module:
         """The network (a torch model on the device, or an onnxruntime session); fills `self.config`."""
         if onnx_file:
             session = OnnxHeatmaps(model, threads)
@@ -138,7 +143,7 @@ class Landmarker:
         if isinstance(model, nn.Module):
             network = model
         else:
-            network, config = load_model(model)
+            network, config = load_model(model, trust)
             self.config.update(config)
         if self.backend == "onnxruntime":
             data, self.config["onnx_parity"] = checked_onnx(network, self.config, threads)

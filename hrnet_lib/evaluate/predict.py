@@ -29,7 +29,8 @@ from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.landmarker import BACKENDS, Landmarker, draw_faces, load_image
 from hrnet_lib.evaluate.tracking import MIN_SCORE
 from hrnet_lib.evaluate.video import predict_video
-from hrnet_lib.io import atomic_bytes, prepare_output, save_json
+from hrnet_lib.io import NoSpaceError, atomic_bytes, prepare_output, save_json
+from hrnet_lib.model.weights import TRUST_FLAG, TRUST_HELP
 
 # One-Euro defaults for landmarks in pixels at video frame rates (see MEASUREMENTS.md for their effect).
 SMOOTHING = {"min_cutoff": 1.0, "beta": 0.05, "d_cutoff": 1.0}
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--truth", type=Path, help="landmarks per frame (synth-video's .truth.jsonl) to compare"
     )
     video.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
     return parser
 
 
@@ -122,6 +124,7 @@ def run(args: argparse.Namespace) -> str:
         decoder=args.decoder,
         backend=args.backend,
         precision=args.precision,
+        trust=args.trust_checkpoint,
     )
     if not is_video(args.input):
         result = predict_photo(args.input, landmarker, args.out, args.box)
@@ -155,7 +158,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(run(args))
-    except (PredictError, FileNotFoundError, ValueError, ImportError) as error:
+    except (PredictError, FileNotFoundError, ValueError, ImportError, NoSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

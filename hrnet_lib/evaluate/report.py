@@ -43,9 +43,15 @@ from hrnet_lib.evaluate.crops import PROTOCOLS, crop_squares, parse_protocols, p
 from hrnet_lib.evaluate.decode import DECODERS
 from hrnet_lib.evaluate.inference import crops_to_landmarks
 from hrnet_lib.evaluate.metrics import bootstrap_ci, ced, fr_auc, mean_shape_baseline, nme, per_landmark_nme
-from hrnet_lib.io import atomic_bytes, prepare_output
+from hrnet_lib.io import NoSpaceError, atomic_bytes, prepare_output
 from hrnet_lib.model.hrnet import build_model
-from hrnet_lib.model.weights import WeightsMismatchError, load_weights, read_checkpoint
+from hrnet_lib.model.weights import (
+    TRUST_FLAG,
+    TRUST_HELP,
+    WeightsMismatchError,
+    load_weights,
+    read_checkpoint,
+)
 from hrnet_lib.provenance import git_commit, hardware
 
 #: The column order of the mmpose model-zoo table.
@@ -93,23 +99,26 @@ FR_THRESHOLD = 0.10
 TEST_JSON = "face_landmarks_wflw_test.json"
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model a checkpoint needs and load its weights (strict); returns (model, settings).
 
     The project's checkpoints ({"model": state_dict, "config": {...}}) give model name, keypoints,
     upsampling, input and heatmap size; any other file (an mmpose checkpoint) gets the published
     settings: hrnetv2_w18, bilinear fusion, 256 -> 64. The settings also name the weights' layout.
-    A file without a trained heatmap head (ImageNet or backbone-only weights) is an error.
+    A file without a trained heatmap head (ImageNet or backbone-only weights) or with NaN or infinite
+    weights is an error; `trust` lets a file hold more than tensors and plain data (`read_checkpoint`).
     """
-    state, _ = read_checkpoint(path)
+    state, _ = read_checkpoint(path, trust)
     config = dict(PUBLISHED_CONFIG)
     if isinstance(state, dict) and "model" in state and isinstance(state.get("config"), dict):
         config.update({key: state["config"][key] for key in PUBLISHED_CONFIG if key in state["config"]})
     model = build_model(config["model"], int(config["num_keypoints"]), config["upsample"])
     try:
-        loaded = load_weights(model, state)
+        loaded = load_weights(model, state, source=str(path))
     except WeightsMismatchError as error:
-        raise ValueError(f"{path}: the weights do not fit {config['model']}: {error}") from None
+        raise ValueError(f"the weights do not fit {config['model']}: {error}") from None
+    except TypeError as error:  # no state dict inside
+        raise ValueError(f"{path}: {error}") from None
     if loaded.missing:
         raise ValueError(
             f"{path}: {loaded.layout} weights leave {len(loaded.missing)} model tensors at initialisation "
@@ -352,6 +361,7 @@ def evaluate(
     precision: str | None = None,
     progress: bool = True,
     crops: Sequence[str] = ("landmarks",),
+    trust: bool = False,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate a checkpoint on the test set and its subsets; returns (results for the JSON, arrays:
     "predictions", "landmarks" (ground truth) and "baseline", each (N, K, 2) image pixels).
@@ -360,9 +370,11 @@ def evaluate(
     "crop_protocols" holds every protocol's per-subset scores, with "predictions_<name>" and the crop
     squares "crops_<name>" (N, 3) among the arrays. `precision` None is `default_precision`."""
     data_root = Path(data_root)
+    if data_root.is_file():
+        raise ValueError(f"--data-root {data_root} is a file; name the WFLW root folder")
     torch_device = resolve_device(device)
     precision = resolve_precision(torch_device, precision or default_precision(torch_device))
-    model, config = load_model(checkpoint)
+    model, config = load_model(checkpoint, trust)
     faces = load_split(data_root, "test")
     subsets = load_subsets(data_root, faces)
     test_boxes = [crop_box(face) for face in faces]
@@ -546,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fp32", dest="precision", action="store_const", const="fp32", help="--precision fp32"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
     return parser
 
 
@@ -567,15 +580,16 @@ def main(argv: list[str]) -> int:
             precision=args.precision,
             progress=not args.quiet,
             crops=crops,
+            trust=args.trust_checkpoint,
         )
-    except (FileNotFoundError, ValueError) as error:
+        results["provenance"]["command"] = shlex.join(["python", "-m", "hrnet_lib", "evaluate", *argv])
+        print(format_table(results))
+        if len(crops) > 1:
+            print(format_protocols(results))
+        write_results(_nan_to_none(results), arrays, args.out)
+    except (FileNotFoundError, ValueError, NoSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    results["provenance"]["command"] = shlex.join(["python", "-m", "hrnet_lib", "evaluate", *argv])
-    print(format_table(results))
-    if len(crops) > 1:
-        print(format_protocols(results))
-    write_results(_nan_to_none(results), arrays, args.out)
     figure, npz = sidecar_paths(args.out)
     print(f"wrote {args.out}, {figure} and {npz}")
     return 0

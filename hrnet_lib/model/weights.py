@@ -10,17 +10,21 @@ Layouts (detected from the keys; the backbone names are the official release's e
   downsamp_modules, final_layer, classifier) is ignored, our heatmap head keeps its initialisation.
 - "backbone": backbone keys only (e.g. timm features_only, or mmpose ``backbone.*`` only): head kept.
 DDP ("module.") and torch.compile ("_orig_mod.") prefixes are removed first, and a DDP / compiled
-model is unwrapped before loading.
+model is unwrapped before loading. Files are unpickled with weights_only=True (tensors, plain values and
+numpy data: nothing in a file can run code) unless the caller trusts the file; NaN or infinite weights
+are refused.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +38,11 @@ _MMPOSE1_HEAD = {
 }
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _LIST_LIMIT = 30
+TRUST_FLAG = "--trust-checkpoint"
+TRUST_HELP = (
+    "read a checkpoint that holds more than tensors and plain data by full unpickling, which runs any code "
+    "the file names: only for files you trust"
+)
 
 
 class WeightsMismatchError(RuntimeError):
@@ -129,7 +138,7 @@ class Placeholder(dict):
 
 class _PlaceholderUnpickler(pickle.Unpickler):
     """Unpickler that replaces classes from packages not installed here (mmcv, mmengine) by
-    placeholders, so a checkpoint's metadata never blocks reading its tensors."""
+    placeholders, so a trusted checkpoint's metadata never blocks reading its tensors."""
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -143,35 +152,122 @@ class _PlaceholderPickle:
     load = staticmethod(lambda f, **kw: _PlaceholderUnpickler(f, **kw).load())
 
 
-def read_checkpoint(path: str | Path) -> tuple[Any, list[str]]:
-    """torch.load on CPU: safe (weights_only) first; files whose metadata holds other objects (mmpose's
-    "meta", mmengine's "message_hub") need full unpickling, which only trusted files should get.
-    A file that is no PyTorch checkpoint at all (damaged, truncated, a web page) is a ValueError naming it."""
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holding objects that only full unpickling rebuilds, which can run any code the file
+    names; refused unless the caller trusts the file. `types` are the offending globals, by name."""
+
+    def __init__(self, path: Path, types: list[str]) -> None:
+        self.path, self.types = path, types
+        super().__init__(
+            f"{path}: refused: it holds objects of {', '.join(types)}, which only full unpickling can "
+            "rebuild, and unpickling runs whatever code the file names; if you trust the file, pass "
+            f"{TRUST_FLAG} (trust=True in Python)"
+        )
+
+
+class NonFiniteWeightsError(ValueError):
+    """Weights holding NaN or infinity (a diverged run, a damaged file): no prediction from them means
+    anything, so they are refused, naming the first bad tensor."""
+
+
+def _numpy_globals() -> list[Any]:
+    """numpy scalars, arrays and dtypes, which mmcv and mmengine checkpoints keep in their metadata (a best
+    score as numpy.float64). Rebuilding them calls no code of the file's choosing; under both module
+    names, numpy 1's (numpy.core) and 2's (numpy._core)."""
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core import multiarray
+    found: list[Any] = [np.ndarray, np.dtype]
+    found += sorted({type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDUS"} - {np.dtype}, key=str)
+    for function in (multiarray.scalar, multiarray._reconstruct):
+        found += [(function, f"numpy.{core}.multiarray.{function.__name__}") for core in ("core", "_core")]
+    return found
+
+
+def _global_name(item: Any) -> str:
+    return item[1] if isinstance(item, tuple) else f"{item.__module__}.{item.__qualname__}"
+
+
+def _reason(error: BaseException) -> str:
+    """torch.load's error in one line, without its advice to load with weights_only=False."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    text = text.partition("WeightsUnpickler error:")[2] or text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0].split(" Please use", 1)[0] if lines else ""
+    return first if len(first) > 3 else f"{type(error).__name__} {first}".strip()
+
+
+def _unsafe_globals(path: Path, error: BaseException) -> list[str]:
+    """The globals a checkpoint names beyond torch's safe set and ours (all of them where torch can list
+    them, else the one its error names)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # the legacy (non-zip) format, or a damaged archive: the error names the first one
+        pattern = r"GLOBAL (\S+) was not an allowed global|but got <class '([^']+)'>"
+        names = [a or b for a, b in re.findall(pattern, str(error))]
+    allowed = {_global_name(item) for item in _numpy_globals()}
+    return [name for name in dict.fromkeys(names) if name not in allowed]
+
+
+def _unreadable(path: Path, error: BaseException) -> ValueError:
+    return ValueError(f"{path}: not a readable PyTorch checkpoint ({_reason(error)})")
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[Any, list[str]]:
+    """torch.load on CPU with weights_only=True: tensors, plain Python values and numpy data only, so a
+    file cannot run code. One that needs other objects is an UnsafeCheckpointError naming them, unless
+    `trust`, which unpickles it in full. A file that is no PyTorch checkpoint is a ValueError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder, not a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    # what torch.load raises for files that are no checkpoint (KeyError: a text file read as a pickle)
-    unreadable = (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), []
-    except pickle.UnpicklingError as safe_error:
-        reason = str(safe_error).strip().splitlines()[0]
-    except unreadable as error:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
-    note = (
-        f"{path.name} holds non-tensor objects ({reason}); it was read with weights_only=False, "
-        "which runs pickled code: only load files you trust"
-    )
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True), []
+    except pickle.UnpicklingError as error:
+        unsafe = _unsafe_globals(path, error)
+        if not unsafe:
+            raise _unreadable(path, error) from None
+    except Exception as error:  # torch raises many types for damaged or foreign files
+        raise _unreadable(path, error) from None
+    if not trust:
+        raise UnsafeCheckpointError(path, unsafe)
+    note = f"{path.name} holds {', '.join(unsafe)}: read with weights_only=False, as {TRUST_FLAG} asked"
     try:
         return torch.load(path, map_location="cpu", weights_only=False), [note]
-    except unreadable as error:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
-    except (ImportError, AttributeError) as missing:
+    except (ImportError, AttributeError) as missing:  # classes of packages not installed here (mmcv's)
+        placeholders = f"classes from packages not installed here were replaced by placeholders ({missing})"
+    except Exception as error:
+        raise _unreadable(path, error) from None
+    try:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PlaceholderPickle)
-        return obj, [
-            note,
-            f"classes from packages not installed here were replaced by placeholders ({missing})",
-        ]
+    except Exception as error:
+        raise _unreadable(path, error) from None
+    return obj, [note, placeholders]
+
+
+def non_finite(tree: Any, prefix: str = "") -> str | None:
+    """The first floating-point tensor holding NaN or infinity in nested dicts and lists, described by its
+    dotted name and counts ("conv1.weight holds 1 NaN of 432 values"), or None when all are finite."""
+    if isinstance(tree, Tensor):
+        if not tree.is_floating_point() or bool(torch.isfinite(tree).all()):
+            return None
+        nan, inf = int(torch.isnan(tree).sum()), int(torch.isinf(tree).sum())
+        counts = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n)
+        return f"{prefix or 'tensor'} holds {counts} of {tree.numel()} values"
+    if isinstance(tree, Mapping):
+        items: Any = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return None
+    for key, value in items:
+        found = non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return None
 
 
 def _extract_state_dict(obj: Any) -> tuple[dict[str, Tensor], str]:
@@ -264,21 +360,27 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def load_weights(
-    model: nn.Module, path_or_state_dict: str | Path | Mapping[str, Any], strict: bool = True
+    model: nn.Module,
+    path_or_state_dict: str | Path | Mapping[str, Any],
+    strict: bool = True,
+    trust: bool = False,
+    source: str | None = None,
 ) -> LoadReport:
     """Load weights in any supported layout (see module docstring) into `model`.
 
     Strict (default): every model key must be present with the right shape and no weight may be left
     unused, except what the layout explains (ImageNet / backbone-only weights leave the head at its
     initialisation; the ImageNet classification head is ignored); otherwise one WeightsMismatchError
-    lists all problems. strict=False loads the matching tensors and reports the rest.
+    lists all problems. strict=False loads the matching tensors and reports the rest. Weights holding NaN
+    or infinity are a NonFiniteWeightsError; a file is read as `read_checkpoint(path, trust)` reads it.
+    `source` names the weights in messages (default: the path, or "a state dict in memory").
     """
     notes: list[str] = []
     if isinstance(path_or_state_dict, (str, Path)):
-        source = str(path_or_state_dict)
-        obj, notes = read_checkpoint(path_or_state_dict)
+        source = source or str(path_or_state_dict)
+        obj, notes = read_checkpoint(path_or_state_dict, trust)
     else:
-        source, obj = "a state dict in memory", path_or_state_dict
+        source, obj = source or "a state dict in memory", path_or_state_dict
     raw, container = _extract_state_dict(obj)
     sd, layout, ignored = to_own_layout(raw)
 
@@ -306,6 +408,12 @@ def load_weights(
 
     bad = {k for k, _, _ in mismatched}
     usable = {k: v for k, v in sd.items() if k in target and k not in bad}
+    broken = non_finite(usable)
+    if broken:
+        raise NonFiniteWeightsError(
+            f"{source}: {broken}: these weights are broken (a diverged run, or a damaged file) and are "
+            "not used"
+        )
     model.load_state_dict(usable, strict=False)
     if benign:
         notes.append(f"{len(benign)} BN num_batches_tracked counters absent from the weights, left unchanged")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hrnet_lib.io import atomic_write
+from hrnet_lib.model.weights import UnsafeCheckpointError, read_checkpoint
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -28,9 +29,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+        state, _ = read_checkpoint(path)  # weights_only: a file that would run code is refused
+    except UnsafeCheckpointError as error:
+        raise ValueError(
+            f"cannot read checkpoint {path}: it holds objects of {', '.join(error.types)}, which no "
+            "training checkpoint holds and only full unpickling (which can run code) rebuilds"
+        ) from None
+    except ValueError as error:
+        raise ValueError(f"cannot read checkpoint {error}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a training checkpoint (no 'model' entry)")
     return state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from hrnet_lib.data.loader import FaceCropCache, WFLWDataset, faces_digest
 from hrnet_lib.data.wflw import IMAGE_DIR, WFLWFormatError, annotation_path, load_split
+from hrnet_lib.io import NoSpaceError
 from hrnet_lib.train.presets import TrainConfig
 from hrnet_lib.train.runtime import TrainingError
 from hrnet_lib.train.sampler import split_train_val
@@ -42,6 +44,23 @@ def load_faces(data_root: Path, cfg: TrainConfig) -> tuple[list, list]:
     return train, val
 
 
+def open_cache(directory: Path, faces: list, image_root: Path, cfg: TrainConfig) -> FaceCropCache:
+    """The face-crop cache of `faces` in `directory`, built there when needed; a folder that cannot be
+    written or a full disk is a TrainingError that says how to go on."""
+    try:
+        return FaceCropCache(directory, faces, image_root, cfg.input_size, max_scale=cfg.scale_range[1])
+    except OSError as error:
+        if isinstance(error, NoSpaceError):
+            reason = str(error)
+        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+            reason = f"cannot write the face-crop cache {directory} ({error.strerror}: {error.filename})"
+        else:
+            raise
+        raise TrainingError(
+            f"{reason}; put it elsewhere with --cache-dir DIR, or train without it (cache=false)"
+        ) from None
+
+
 def build_datasets(
     cfg: TrainConfig, data_root: Path, cache_root: Path, main_process: bool
 ) -> tuple[Any, Any]:
@@ -55,12 +74,10 @@ def build_datasets(
                 continue
             directory = cache_root / f"crops-{cfg.input_size}-{faces_digest(faces)[:16]}"
             if main_process:  # rank 0 builds, the others open what it built
-                FaceCropCache(directory, faces, image_root, cfg.input_size, max_scale=cfg.scale_range[1])
+                open_cache(directory, faces, image_root, cfg)
             if dist.is_initialized():
                 dist.barrier()
-            caches[i] = FaceCropCache(
-                directory, faces, image_root, cfg.input_size, max_scale=cfg.scale_range[1]
-            )
+            caches[i] = open_cache(directory, faces, image_root, cfg)
     common = dict(
         input_size=cfg.input_size,
         heatmap_size=cfg.heatmap_size,

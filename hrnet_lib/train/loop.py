@@ -39,8 +39,9 @@ from tqdm import tqdm
 from hrnet_lib.data.loader import device_batch, worker_options
 from hrnet_lib.data.wflw import data_manifest
 from hrnet_lib.device import autocast, dense_bf16_peak_tflops, resolve_precision
+from hrnet_lib.io import NoSpaceError
 from hrnet_lib.model.hrnet import build_model
-from hrnet_lib.model.weights import WeightsMismatchError, load_weights
+from hrnet_lib.model.weights import TRUST_FLAG, TRUST_HELP, WeightsMismatchError, load_weights
 from hrnet_lib.provenance import git_commit, hardware
 from hrnet_lib.train.checkpoint import rng_state, set_rng_state
 from hrnet_lib.train.datasets import build_datasets, validation_batches
@@ -104,8 +105,11 @@ def forward_backward(
     return total
 
 
-def build_training_model(cfg: TrainConfig, pretrained: Path | None, rt: Runtime) -> nn.Module:
-    """The model of `cfg`, initialised from the seed alone (and `pretrained`'s backbone), on the device."""
+def build_training_model(
+    cfg: TrainConfig, pretrained: Path | None, rt: Runtime, trust: bool = False
+) -> nn.Module:
+    """The model of `cfg`, initialised from the seed alone (and `pretrained`'s backbone, read as
+    `read_checkpoint(pretrained, trust)` reads it), on the device."""
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample)
@@ -113,9 +117,12 @@ def build_training_model(cfg: TrainConfig, pretrained: Path | None, rt: Runtime)
         raise TrainingError(str(error)) from error
     if pretrained is not None:
         try:  # strict: only what the layout explains may be missing (ImageNet weights: the head)
-            report = load_weights(model, pretrained)
+            report = load_weights(model, pretrained, trust=trust)
         except (WeightsMismatchError, ValueError, TypeError, OSError) as error:
-            raise TrainingError(f"--pretrained {pretrained}: {error}") from error
+            named = str(error).startswith(str(pretrained))  # most messages begin with the path
+            raise TrainingError(
+                f"--pretrained {error}" if named else f"--pretrained {pretrained}: {error}"
+            ) from error
         if rt.main:
             print(f"pretrained weights from {pretrained}: {report}", flush=True)
     model.to(rt.device)
@@ -287,29 +294,59 @@ def train(
     pretrained: Path | None = None,
     cache_dir: Path | None = None,
     command: list[str] | None = None,
+    trust: bool = False,
 ) -> int:
     """Train `cfg` on `data_root` into the run folder `out`; returns 0 when done, 1 when stopped by an
-    error (NaN loss, out of memory), 128 + the signal after SIGINT or SIGTERM; `command` is recorded."""
+    error (NaN loss, out of memory), 128 + the signal after SIGINT or SIGTERM; `command` is recorded.
+    The folder is held by this run (rank 0) until it returns; `trust` is for `pretrained` (see
+    `read_checkpoint`)."""
     data_root, out = Path(data_root), Path(out)
+    if data_root.is_file():
+        raise TrainingError(f"--data-root {data_root} is a file; name the WFLW root folder")
     if not data_root.is_dir():
         raise TrainingError(f"data root {data_root} does not exist")
     if pretrained is not None and not Path(pretrained).is_file():
         raise TrainingError(f"--pretrained {pretrained}: no such file")
     run = RunDir(out)
-    resume = run.prepare(resume)  # before the data and cache work: the folder can be written
+    try:  # rank 0 holds the folder from before its first write until the run ends
+        resume = run.prepare(resume, lock=int(os.environ.get("RANK", "0")) == 0)
+        return train_in(
+            run, cfg, data_root, resume, pretrained if not resume else None, cache_dir, command, trust
+        )
+    finally:
+        run.release()
+
+
+def train_in(
+    run: RunDir,
+    cfg: TrainConfig,
+    data_root: Path,
+    resume: bool,
+    pretrained: Path | None,
+    cache_dir: Path | None,
+    command: list[str] | None,
+    trust: bool,
+) -> int:
+    """`train` in a prepared run folder: data, model and optimiser (from `pretrained`, or where last.pt left
+    them), then `fit`; a finished run given `--resume` is left as it is."""
     rt = setup_runtime(cfg)
     seed_and_configure(cfg)
     per_process, micro, accum = batch_sizes(cfg, rt.world)
-    cache_root = cache_dir or out.parent / ".crop-cache"
+    cache_root = cache_dir or run.out.parent / ".crop-cache"
     loader, val_batches, val_faces = training_data(cfg, data_root, cache_root, rt, micro)
     steps = loader.sampler.steps  # per epoch
     total = min(steps * cfg.epochs, cfg.max_iters or steps * cfg.epochs)
 
     # Model and optimiser: from the seed (and a pretrained backbone), or where last.pt left them.
-    model = build_training_model(cfg, None if resume else pretrained, rt)
+    model = build_training_model(cfg, pretrained, rt, trust)
     s = TrainState(model, torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
     if resume:
         s.restore(run.read_last(cfg, data_root), rt)
+        if s.iteration >= total:
+            if rt.main:
+                run.report_finished(s.iteration, total, cfg)
+            return 0
+        run.check_best()
     s.model, net = wrap_model(model, cfg, rt)
     if rt.main:
         faces = dict(train_faces=len(loader.dataset), val_faces=val_faces, iters_per_epoch=steps)
@@ -346,8 +383,8 @@ def fit(
     stop = StopRequest()
     setup_s = meter.start - run.started
     set_train_mode(net, cfg.freeze_bn)
+    stop.install()  # before the workers start: a signal from now on stops after a step, with last.pt saved
     batches = epoch_batches(loader, s.epoch, s.step_in_epoch * per_process)
-    stop.install()
     try:
         while s.iteration < total:
             wait = time.perf_counter()
@@ -414,6 +451,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, TrainConfig]:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--pretrained", type=Path, help="ImageNet backbone weights (head keeps its init)")
     parser.add_argument("--cache-dir", type=Path, help="face-crop cache folder (default: OUT/../.crop-cache)")
+    parser.add_argument(TRUST_FLAG, action="store_true", help=f"for --pretrained: {TRUST_HELP}")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override preset fields")
     args = parser.parse_intermixed_args(argv)
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
@@ -426,9 +464,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, cfg = parse_args(argv)
         code = train(
-            cfg, args.data_root, args.out, args.resume, args.pretrained, args.cache_dir, command=argv
+            cfg,
+            args.data_root,
+            args.out,
+            args.resume,
+            args.pretrained,
+            args.cache_dir,
+            command=argv,
+            trust=args.trust_checkpoint,
         )
-    except (ConfigError, TrainingError) as error:
+    except (ConfigError, TrainingError, NoSpaceError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         code = 2 if isinstance(error, ConfigError) else 1
     except KeyboardInterrupt:  # before the loop started (data, cache, model): nothing to save yet

@@ -7,6 +7,7 @@ the value parsed by the field's type, so `epochs=3 milestones=2,3 per_device_bat
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -82,6 +83,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, naming the field (an override's typo surfaces here, not mid-run)."""
+        for item in dataclasses.fields(self):
+            values = getattr(self, item.name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"bad {item.name}={values!r}: must be a finite number")
         low, high = self.scale_range
         rules = [
             ("epochs", self.epochs >= 1, "at least 1"),
