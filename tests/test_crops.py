@@ -100,7 +100,7 @@ def test_each_protocol_crops_as_documented(
 
     peaks = np.random.default_rng(3).integers(2, 14, size=(98, 2))
     config = {"input_size": 64, "heatmap_size": 16, "model": "oracle"}
-    monkeypatch.setattr(report, "load_model", lambda path: (OracleHeatmaps(peaks, 16), config))
+    monkeypatch.setattr(report, "load_model", lambda path, trust=False: (OracleHeatmaps(peaks, 16), config))
     monkeypatch.setattr(crops, "haar_detections", fake_haar)
     checkpoint = tmp_path / "best.pt"
     save_tiny_checkpoint(checkpoint)
