@@ -12,6 +12,7 @@ detection becomes the face box ``DETECTOR_SIDE`` x its side, moved down by ``DET
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -29,8 +30,9 @@ class PredictError(ValueError):
     """A photo, box or video that cannot be used; the message names it and says what to do."""
 
 
-def haar_detections(image: np.ndarray) -> np.ndarray:
-    """Raw Haar detections (N, 4) x0 y0 x1 y1 on an RGB uint8 image, largest first."""
+@functools.cache
+def _cascade() -> cv2.CascadeClassifier:
+    """OpenCV's bundled frontal-face cascade, read once (a video asks for it on every lost face)."""
     classifier = getattr(cv2, "CascadeClassifier", None)
     folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
     path = Path(folder) / CASCADE
@@ -40,8 +42,13 @@ def haar_detections(image: np.ndarray) -> np.ndarray:
             "out of the main package): pass the face box with --box x0 y0 x1 y1, "
             "or install opencv-python-headless<5"
         )
+    return classifier(str(path))
+
+
+def haar_detections(image: np.ndarray) -> np.ndarray:
+    """Raw Haar detections (N, 4) x0 y0 x1 y1 on an RGB uint8 image, largest first."""
     gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY))
-    found = classifier(str(path)).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    found = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in found], dtype=np.float64).reshape(-1, 4)
     return boxes[np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")]
 
