@@ -199,7 +199,7 @@ def _smoke() -> TrainConfig:
 def _cpu_default() -> TrainConfig:
     """The embedded default that `make reproduce` trains on synthetic WFLW on a 2-core CPU.
 
-    Sized so that a fresh clone's `make reproduce` (setup, data, training, evaluation, book) ends within 15
+    Sized so that a fresh clone's `make reproduce` (setup, data, training, evaluation, book) ends within 12
     minutes where the CPU runs bf16 (auto precision): W18-small-v2 at 96x96, since images seen matter more
     than resolution from scratch, and bf16's speed spent on epochs, which beat more faces or larger
     steps here. The recipe's shape kept (Adam 2e-3, warm-up, x0.1 at 70% and 95%). MEASUREMENTS.md has why.
