@@ -334,6 +334,7 @@ def plot_gaussian(heatmap: np.ndarray, keypoint: np.ndarray, radius: int, size: 
     x, y = np.asarray(keypoint, dtype=np.float64)
     peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     fig = new_figure(2 * size, size)
+    fig.set_layout_engine("compressed")  # two square images: constrained layout cut off their titles
     whole, patch = fig.subplots(1, 2)
     for ax in (whole, patch):
         ax.imshow(heatmap, cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")

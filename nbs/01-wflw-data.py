@@ -25,10 +25,11 @@
 # functions are the ones training and evaluation call; nothing here is a copy.
 #
 # Two datasets appear. Four real WFLW faces ship with the repository
-# (`tests/data/wflw-mini`, credited in its README) for the walk-through; the counts and
-# the training figures use the dataset this book was built with. Without WFLW on the
-# machine that is the synthetic dataset of `hrnet_lib.data.synthetic`, written in
-# exactly the official layout, so every figure goes through the real reader.
+# (`tests/data/wflw-mini`, credited in `tests/data/README.md`) for the walk-through;
+# the counts and the training figures use the dataset this book was built with.
+# Without WFLW on the machine that is the synthetic dataset of
+# `hrnet_lib.data.synthetic`, written in exactly the official layout, so every figure
+# goes through the real reader.
 
 # %% tags=["parameters"]
 data_root = "data/synthetic"
@@ -337,7 +338,7 @@ viz.show(
 viz.show_source(targets.encode_heatmaps, targets._axis_profile)
 
 # %%
-point = 54  # the tip of the nose
+point = 54  # the tip of the nose: the last point of the nose bridge
 stride = published.input_size / published.heatmap_size
 keypoint = sample["keypoints"][point] / stride
 grid = (published.heatmap_size, published.heatmap_size)
@@ -350,7 +351,8 @@ peak = np.unravel_index(heatmap[0].argmax(), heatmap[0].shape)
 print(f"peak {heatmap[0].max():.2f} at (x, y) = ({peak[1]}, {peak[0]})")
 viz.show(
     viz.plot_gaussian(heatmap[0], keypoint, int(3 * published.sigma)),
-    f"encode_heatmaps for point {point} (nose tip) of the rotated real crop above: the "
+    f"encode_heatmaps for point {point} (the nose tip, where the nose bridge ends) "
+    "of the rotated real crop above: the "
     f"{grid[0]}x{grid[1]} target with sigma {published.sigma}, and its patch with each "
     f"pixel's value; + is the exact landmark, the square the pixel it rounds to. "
     f"Data: {real_line}.",

@@ -54,7 +54,7 @@ import torch
 from hrnet_lib import viz
 from hrnet_lib.book import chapter
 from hrnet_lib.data import loader, transforms, wflw
-from hrnet_lib.evaluate import decode, metrics, report
+from hrnet_lib.evaluate import crops, decode, metrics, report
 
 root = chapter.ensure_data(data_root, data_kind, synth_train, synth_test)
 run = chapter.repo_path(run_dir)
@@ -127,7 +127,8 @@ viz.show(
 # each channel is swapped with its flip partner (the left eye's corner becomes the right
 # eye's), and the result is shifted one pixel to the right, as mmpose does, before it is
 # averaged with the plain heatmaps: two views of the same face, whose errors partly
-# cancel. The ablation table below measures what it gains.
+# cancel. The shift leaves the two views a quarter of a heatmap pixel apart, so the
+# average can also cost: the ablation table below measures the net effect.
 
 # %%
 viz.show_source(decode.predict_heatmaps, decode.flip_back)
@@ -233,8 +234,8 @@ viz.show(
     ),
     "NME, failure rate and AUC of the CED at 10% per subset (empty subsets show '-'). "
     "The interval is a bootstrap over the subset's faces: how far the mean would move "
-    "with other faces like these, not with another training run; a subset of 200-300 "
-    "faces is far less certain than the full test set.",
+    "with other faces like these, not with another training run; a subset of tens or "
+    "hundreds of faces is far less certain than the full test set.",
     trained,
     results,
 )
@@ -416,8 +417,9 @@ else:
 # ## How much of the number is the crop
 #
 # The model sees a crop, not the photo, and who draws the crop is part of the
-# protocol. The table above used mmpose's: the box of the face's ground-truth
-# landmarks. A user has no ground truth; their crop comes from a box: the detection
+# protocol. The tables of this chapter cropped each face from the box of its
+# ground-truth landmarks (mmpose's json, when used, gives crops of the same kind). A
+# user has no ground truth; their crop comes from a box: the detection
 # rectangle shipped with the annotations, or a face detector run on the photo.
 # `python -m hrnet_lib evaluate --crops all` evaluates the same checkpoint with all
 # three, every box turned into a crop by one rule (the square of its longer side about
@@ -425,18 +427,7 @@ else:
 # the table counts them.
 
 # %%
-import numpy as np
-
-from hrnet_lib import viz
-from hrnet_lib.book import chapter
-from hrnet_lib.data import loader, wflw
-from hrnet_lib.evaluate import crops, report
-
-crop_root = chapter.ensure_data(data_root, data_kind, synth_train, synth_test)
-crop_run = chapter.repo_path(run_dir)
-protocols = chapter.ensure_results(
-    crop_run, crop_root, "results-crops", ["--crops", "all"]
-)
+protocols = chapter.ensure_results(run, root, "results-crops", ["--crops", "all"])
 crop_rules = "; ".join(
     f"{name}: {record['rule']}" for name, record in protocols["crop_protocols"].items()
 )
@@ -448,17 +439,17 @@ viz.show(
     f"NME (%) of this run's checkpoint ({chapter.model_line(protocols)}) with each "
     "crop protocol, flip test, standard decoder; the last NME column compares the "
     f"three crops on the same faces, those the detector found. {crop_rules}.",
-    chapter.run_provenance(crop_run, data_kind, preset, crop_root),
+    trained,
     protocols,
 )
 
 # %%
-crop_faces = wflw.load_split(crop_root, "test")
-squares = np.load(report.sidecar_paths(crop_run / "results-crops.json")[1])
+crop_faces = wflw.load_split(root, "test")
+squares = np.load(report.sidecar_paths(run / "results-crops.json")[1])
 missed = set(protocols["crop_protocols"]["detector"]["missed_faces"])
 shown = next((i for i in range(len(crop_faces)) if i not in missed), 0)
 face = crop_faces[shown]
-photo = loader.read_image(crop_root / wflw.IMAGE_DIR / face.image)[..., ::-1]
+photo = loader.read_image(root / wflw.IMAGE_DIR / face.image)[..., ::-1]
 views, truth_in_view = crops.crop_views(
     photo,
     face.landmarks,
@@ -470,6 +461,6 @@ viz.show(
     " with its ground-truth landmarks: landmark box, annotation rectangle,"
     " Haar detection"
     f"{' (missed: its rectangle)' if shown in missed else ''}.",
-    chapter.run_provenance(crop_run, data_kind, preset, crop_root),
+    trained,
     protocols,
 )

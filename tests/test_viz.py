@@ -340,6 +340,22 @@ def test_plot_gaussian_writes_each_patch_value_and_marks_peak_and_landmark() -> 
     assert patch.lines[0].get_xydata().tolist() == [[7.3, 9.6]]
 
 
+def test_plot_gaussian_titles_lie_inside_the_figure() -> None:
+    """Constrained layout cut the tops of this figure's two titles off (two square images side by side)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from hrnet_lib.data.targets import encode_heatmaps
+
+    for grid, sigma in ((64, 2.0), (24, 1.0)):
+        keypoint = np.array([0.47, 0.32]) * grid
+        fig = viz.plot_gaussian(encode_heatmaps(keypoint[None], (grid, grid), sigma)[0][0], keypoint, 6)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        for ax in fig.get_axes():
+            box = ax.title.get_window_extent(canvas.get_renderer())
+            assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, (grid, ax.get_title())
+
+
 def test_plot_fuse_one_arrow_per_path_coloured_by_kind_and_a_label_per_cell() -> None:
     plan = [
         [{"kind": "identity", "factor": 1, "convs": 0, "channels": (8, 8)},

@@ -245,7 +245,8 @@ def ensure_results(
             str(repo_path(data_root)),
             "--quiet",  # the notebook shows the results; no progress bars in the book
         ]
-        stream([*command, "--out", str(out)], env={"PYTHONUNBUFFERED": "1"})
+        # --quiet leaves only the results table as output: no line of it is worth a progress note
+        stream([*command, "--out", str(out)], env={"PYTHONUNBUFFERED": "1"}, every=float("inf"))
     else:
         print(f"reusing {shown_path(out)}")
     with open(out, encoding="utf-8") as handle:

@@ -100,7 +100,8 @@ def run_check(
                 f"the DDP check's run with {count} process(es) exited with status {result.returncode}:\n"
                 f"{result.stderr[-3000:]}"
             )
-        print(f"{count} process(es): {steps} steps in {time.monotonic() - started:.0f} s", flush=True)
+        took = time.monotonic() - started
+        print(f"{count} process(es): {steps} steps in {took:.0f} s, start-up included", flush=True)
         weights[count] = load_checkpoint(run / "last.pt")["model"]
         speed = speed_summary(read_jsonl(run / "log.jsonl"))
         info = read_json(run / "config.json")
