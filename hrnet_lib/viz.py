@@ -327,34 +327,46 @@ def plot_warp(
     return fig
 
 
+def _square_the_maximum(ax: Axes, heatmap: np.ndarray) -> tuple[int, int]:
+    """Outline the pixel of `heatmap`'s maximum on `ax`; that pixel's (x, y)."""
+    peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
+    return int(peak_x), int(peak_y)
+
+
+def _whole_and_zoomed(
+    heatmap: np.ndarray, radius: int, size: float, vmin: float, vmax: float
+) -> tuple[Figure, Axes, Axes, tuple[int, int], range, range]:
+    """A heatmap whole (the window `radius` around its maximum outlined) beside the same map zoomed to that
+    window, the maximum squared in both: the figure, both axes, the maximum and the window's rows and cols."""
+    fig = new_figure(2 * size, size)
+    whole, zoom = fig.subplots(1, 2)
+    for ax in (whole, zoom):
+        ax.imshow(heatmap, cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
+        peak_x, peak_y = _square_the_maximum(ax, heatmap)
+    side = 2 * radius + 1
+    whole.add_patch(Rectangle((peak_x - radius - 0.5, peak_y - radius - 0.5), side, side, fill=False, ec="w"))
+    whole.set_title(f"the whole {heatmap.shape[1]}x{heatmap.shape[0]} heatmap", fontsize=11)
+    rows = range(max(peak_y - radius, 0), min(peak_y + radius + 1, heatmap.shape[0]))
+    cols = range(max(peak_x - radius, 0), min(peak_x + radius + 1, heatmap.shape[1]))
+    zoom.set_xlim(cols[0] - 0.5, cols[-1] + 0.5)
+    zoom.set_ylim(rows[-1] + 0.5, rows[0] - 0.5)
+    return fig, whole, zoom, (peak_x, peak_y), rows, cols
+
+
 def plot_gaussian(heatmap: np.ndarray, keypoint: np.ndarray, radius: int, size: float = 5.5) -> Figure:
     """One landmark's heatmap target, whole and zoomed to the patch around its peak with each pixel's value
     written; + marks the landmark's exact position, the square the pixel the Gaussian is centred on."""
     heatmap = np.asarray(heatmap, dtype=np.float64)
-    x, y = np.asarray(keypoint, dtype=np.float64)
-    peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    fig = new_figure(2 * size, size)
+    fig, whole, patch, _, rows, cols = _whole_and_zoomed(heatmap, radius, size, 0.0, 1.0)
     fig.set_layout_engine("compressed")  # two square images: constrained layout cut off their titles
-    whole, patch = fig.subplots(1, 2)
     for ax in (whole, patch):
-        ax.imshow(heatmap, cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.plot(x, y, "c+", ms=14, mew=2)
-        ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
-    whole.add_patch(
-        Rectangle(
-            (peak_x - radius - 0.5, peak_y - radius - 0.5), 2 * radius + 1, 2 * radius + 1, fill=False, ec="w"
-        )
-    )
-    whole.set_title(f"the whole {heatmap.shape[1]}x{heatmap.shape[0]} heatmap", fontsize=11)
-    rows = range(max(peak_y - radius, 0), min(peak_y + radius + 1, heatmap.shape[0]))
-    cols = range(max(peak_x - radius, 0), min(peak_x + radius + 1, heatmap.shape[1]))
+        ax.plot(*np.asarray(keypoint, dtype=np.float64), "c+", ms=14, mew=2)
     for row in rows:
         for col in cols:
             value = heatmap[row, col]
             ax_color = "black" if value > 0.6 else "white"
             patch.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=ax_color)
-    patch.set_xlim(cols[0] - 0.5, cols[-1] + 0.5)
-    patch.set_ylim(rows[-1] + 0.5, rows[0] - 0.5)
     patch.set_title(f"zoomed: the patch of radius {radius} around the peak", fontsize=11)
     return fig
 
@@ -443,13 +455,9 @@ def plot_decode(
     decoder's sub-pixel step drawn as an arrow from the maximum (`steps`: name -> decoded (x, y)); x marks
     the ground truth (heatmap pixels)."""
     heatmap = np.asarray(heatmap, dtype=np.float64)
-    peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    fig = new_figure(2 * size, size)
-    whole, zoom = fig.subplots(1, 2)
     low, high = float(heatmap.min()), float(heatmap.max())
+    fig, whole, zoom, (peak_x, peak_y), rows, cols = _whole_and_zoomed(heatmap, radius, size, low, high)
     for ax in (whole, zoom):
-        ax.imshow(heatmap, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
-        ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
         if truth is not None:
             ax.plot(
                 *np.asarray(truth, dtype=np.float64),
@@ -459,14 +467,6 @@ def plot_decode(
                 mew=2.5,
                 label="ground truth",
             )
-    whole.add_patch(
-        Rectangle(
-            (peak_x - radius - 0.5, peak_y - radius - 0.5), 2 * radius + 1, 2 * radius + 1, fill=False, ec="w"
-        )
-    )
-    whole.set_title(f"the whole {heatmap.shape[1]}x{heatmap.shape[0]} heatmap", fontsize=11)
-    rows = range(max(peak_y - radius, 0), min(peak_y + radius + 1, heatmap.shape[0]))
-    cols = range(max(peak_x - radius, 0), min(peak_x + radius + 1, heatmap.shape[1]))
     middle = (low + high) / 2
     for row in rows:
         for col in cols:
@@ -477,8 +477,6 @@ def plot_decode(
         x, y = np.asarray(point, dtype=np.float64)
         zoom.annotate("", (x, y), (peak_x, peak_y), arrowprops={"arrowstyle": "-|>", "color": color, "lw": 2})
         zoom.plot(x, y, "o", color=color, ms=7, mec="black", label=f"{name} ({x:.2f}, {y:.2f})")
-    zoom.set_xlim(cols[0] - 0.5, cols[-1] + 0.5)
-    zoom.set_ylim(rows[-1] + 0.5, rows[0] - 0.5)
     zoom.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     zoom.set_title(f"zoomed to the maximum at ({peak_x}, {peak_y}), the square", fontsize=11)
     return fig
@@ -499,8 +497,7 @@ def plot_maps(
     axes = fig.subplots(1, len(maps), squeeze=False)[0]
     for k, (ax, heatmap, title) in enumerate(zip(axes, maps, titles, strict=True)):
         ax.imshow(heatmap, cmap="magma", vmin=low, vmax=high, interpolation="nearest")
-        peak_y, peak_x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-        ax.add_patch(Rectangle((peak_x - 0.5, peak_y - 0.5), 1, 1, fill=False, ec="#00ff88", lw=1.5))
+        peak_x, peak_y = _square_the_maximum(ax, heatmap)
         if marks is not None and marks[k] is not None:
             ax.plot(*np.asarray(marks[k], dtype=np.float64), "x", color="#00e5ff", ms=10, mew=2)
         if radius is not None:

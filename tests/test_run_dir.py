@@ -14,33 +14,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from hrnet_lib.data.synthetic import synthesize
 from hrnet_lib.train.checkpoint import load_checkpoint
 from hrnet_lib.train.loop import main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 training faces (18 train + 6 validation with the smoke preset), 4 test faces."""
-    root = tmp_path_factory.mktemp("wflw-synth")
-    synthesize(root, n_train=24, n_test=4, seed=0, progress=False)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")  # the fixture in conftest.py
 
 
 def smoke(data: Path, run: Path, *more: str) -> list[str]:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ from torch.utils.data import DataLoader
 
 from hrnet_lib import device
 from hrnet_lib.book import chapter
-from hrnet_lib.data.synthetic import synthesize
 from hrnet_lib.data.targets import encode_heatmaps
 from hrnet_lib.data.wflw import load_split
 from hrnet_lib.device import resolve_precision
@@ -47,22 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 # One compute thread per training process: under a parallel test run, two-thread processes on two cores
 # slow each other down many times over (OpenMP threads spin while waiting).
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 training faces (about 18 train + 6 validation with the smoke preset), 4 test faces."""
-    root = tmp_path_factory.mktemp("wflw-synth")
-    synthesize(root, n_train=24, n_test=4, seed=0, progress=False)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")  # the fixture in conftest.py
 
 
 def run_train(args: list[str], torchrun: int = 0, timeout: float = 240) -> subprocess.CompletedProcess:
