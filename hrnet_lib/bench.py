@@ -21,11 +21,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from hrnet_lib.data.loader import bench_loader, worker_options
@@ -47,22 +46,38 @@ from hrnet_lib.model.inference import (
     optimize_for_inference,
 )
 from hrnet_lib.model.onnx import bench_onnxruntime
+from hrnet_lib.profiling import device_sync, profile_call, timed_calls
 from hrnet_lib.provenance import hardware
 from hrnet_lib.train.datasets import build_datasets
-from hrnet_lib.train.loop import forward_backward
+from hrnet_lib.train.loop import compile_model, forward_backward
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
 from hrnet_lib.train.run_dir import training_flops
 from hrnet_lib.train.runtime import Runtime, TrainingError, batch_sizes, set_train_mode
 
-# Each variant: config overrides and environment variables for its process. They test the candidate
-# causes of a slow first step: cuDNN's algorithm search, bf16/channels_last kernels, the cuDNN v8
-# (graph) API's plan building, and CUDA's lazy loading of kernels.
-COLD_START_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default": ([], {}),
-    "no-benchmark": (["cudnn_benchmark=false"], {}),
-    "fp32-nchw": (["precision=fp32", "channels_last=false"], {}),
-    "cudnn-v7-api": ([], {"TORCH_CUDNN_V8_API_DISABLED": "1"}),
-    "eager-module-loading": ([], {"CUDA_MODULE_LOADING": "EAGER"}),
+
+class ColdStartVariant(NamedTuple):
+    """A fresh process's setting for `bench --cold-start`: config overrides, environment variables, and
+    whether cuDNN is used at all."""
+
+    overrides: list[str]
+    env: dict[str, str]
+    cudnn: bool = True
+
+
+# The candidate causes of a slow first step each variant tests: cuDNN's algorithm search, bf16/channels_last
+# kernels, the cuDNN v8 (graph) API's plan building, CUDA's lazy loading of kernels, and cuDNN itself (off:
+# convolutions and BatchNorm run PyTorch's own CUDA kernels, which need no plans); then what the memory
+# format and compiling (its time in the first step) do to the steady step.
+COLD_START_VARIANTS: dict[str, ColdStartVariant] = {
+    "default": ColdStartVariant([], {}),
+    "no-benchmark": ColdStartVariant(["cudnn_benchmark=false"], {}),
+    "fp32-nchw": ColdStartVariant(["precision=fp32", "channels_last=false"], {}),
+    "cudnn-v7-api": ColdStartVariant([], {"TORCH_CUDNN_V8_API_DISABLED": "1"}),
+    "eager-module-loading": ColdStartVariant([], {"CUDA_MODULE_LOADING": "EAGER"}),
+    "no-cudnn": ColdStartVariant([], {}, cudnn=False),
+    "bf16-nchw": ColdStartVariant(["channels_last=false"], {}),
+    "compile-model": ColdStartVariant(["compile=model"], {}),
+    "compile-modules": ColdStartVariant(["compile=modules"], {}),
 }
 
 
@@ -91,71 +106,64 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def profile_first_call(call: Callable[[], None], sync: Callable[[], None], steps: int, rows: int) -> dict:
-    """The first call's time and the `rows` ops with the most CPU time in it, then the median of `steps`
-    later calls (each waits for the device)."""
-    from torch.profiler import ProfilerActivity, profile
+def profile_first_call(
+    call: Callable[[], None], sync: Callable[[], None], device: torch.device, steps: int, rows: int
+) -> dict:
+    """The first call under the profiler, the median of `steps` later calls, then one more under the
+    profiler: how much of each was the GPU's busy time, the ops with the most CPU time in the first call and
+    the kernels with the most device time in a steady one."""
+    first = profile_call(call, sync, device, rows)
+    steady_s = statistics.median(timed_calls(call, sync, steps))
+    steady = profile_call(call, sync, device, rows)
+    return {
+        "first_s": first["wall_s"],
+        "first_device_busy_s": first["device_busy_s"],
+        "top_ops": first["top_ops"],
+        "steady_s": steady_s,
+        "steady_device_busy_s": steady["device_busy_s"],
+        "steady_top_kernels": steady["top_kernels"],
+    }
 
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        begin = time.perf_counter()
-        call()
-        sync()
-        first = time.perf_counter() - begin
-    later = []
-    for _ in range(steps):
-        begin = time.perf_counter()
-        call()
-        sync()
-        later.append(time.perf_counter() - begin)
-    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    ops = [
-        {
-            "op": e.key,
-            "calls": e.count,
-            "self_cpu_s": e.self_cpu_time_total / 1e6,
-            "cpu_total_s": e.cpu_time_total / 1e6,
-        }
-        for e in events[:rows]
-    ]
-    return {"first_s": first, "steady_s": statistics.median(later), "top_ops": ops}
+
+def _fake_batch(cfg: TrainConfig, batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """A loader-shaped batch of random images and keypoints: what is cold depends on shapes, not content."""
+    generator = torch.Generator().manual_seed(seed)
+    size = cfg.input_size
+    return {
+        "image": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator),
+        "keypoints": torch.rand((batch, cfg.num_keypoints, 2), generator=generator) * size,
+        "target_weight": torch.ones(batch, cfg.num_keypoints),
+    }
 
 
 def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> dict[str, Any]:
     """Where this process's first training step and first validation pass spend their time.
 
-    Times the setup (model to the device), then the first training step (forward, backward, Adam) under
-    the profiler and `steps` more (median), then the same for a validation pass (evaluation-mode forward
-    under inference mode, decoding on the device). `top_ops` lists the ops with the most CPU time in each
-    first call: cuDNN building its plans shows up as CPU time inside `aten::cudnn_convolution` or
-    `aten::cudnn_batch_norm`, CUDA loading kernels lazily as time spread over many ops. The images and
-    keypoints are random: what is cold depends on shapes and kernels, not on content.
+    Times the setup (model to the device), then profiles the first training step (forward, backward, Adam),
+    times `steps` more (median) and profiles one of them; the same for a validation pass (evaluation-mode
+    forward under inference mode, decoding on the device); then the first training step at half the batch
+    (`train_new_batch`, eager only): what a new shape costs a warm process. cuDNN building plans shows
+    up as CPU time inside `aten::cudnn_convolution` or `aten::cudnn_batch_norm` and is paid again for the
+    new shape; what is paid once a process (CUDA loading kernels lazily, library handles) is not.
     """
     device = resolve_device(cfg.device, option="device")
     cuda = device.type == "cuda"
-    channels_last = cfg.channels_last
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
-
+    sync = device_sync(device)
     start = time.perf_counter()
     model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(device)
-    if channels_last:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    generator = torch.Generator().manual_seed(0)
-    size = cfg.input_size
-    fake = {
-        "image": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator),
-        "keypoints": torch.rand((batch, cfg.num_keypoints, 2), generator=generator) * size,
-        "target_weight": torch.ones(batch, cfg.num_keypoints),
-    }
+    net = compile_model(model, cfg.compile)  # compiles in the first step, as in training
+    fake = _fake_batch(cfg, batch, seed=0)
     sync()
+    size = cfg.input_size
     result: dict[str, Any] = {
         "device": hardware(device),
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cudnn_enabled": torch.backends.cudnn.enabled,
         "batch": batch,
         "config": {
             "model": cfg.model,
@@ -163,18 +171,20 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
             "precision": resolve_precision(device, cfg.precision),
             "channels_last": cfg.channels_last,
             "cudnn_benchmark": cfg.cudnn_benchmark,
+            "compile": cfg.compile,
         },
         "setup_s": time.perf_counter() - start,
     }
 
-    def train_step() -> None:
-        model.train()
-        forward_backward(model, [fake], cfg, device)
+    def train_step(batches: list[dict[str, torch.Tensor]]) -> None:
+        net.train()
+        forward_backward(net, batches, cfg, device)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     boxes = np.tile([[size / 2, size / 2]], (batch, 1))  # the crop is the whole random image
 
+    @torch.compiler.set_stance("force_eager")  # as `validate` runs it
     def validation_pass() -> None:
         crops_to_landmarks(
             model,
@@ -189,8 +199,13 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
             channels_last=cfg.channels_last,
         )
 
-    for name, call in (("train", train_step), ("validation", validation_pass)):
-        result[name] = profile_first_call(call, sync, steps, rows)
+    result["train"] = profile_first_call(lambda: train_step([fake]), sync, device, steps, rows)
+    result["validation"] = profile_first_call(validation_pass, sync, device, steps, rows)
+    result["train_new_batch"] = None  # a compiled network would compile again: that is not the question
+    if cfg.compile == "off":
+        half = [_fake_batch(cfg, max(1, batch // 2), seed=1)]
+        first = profile_call(lambda: train_step(half), sync, device, rows)
+        result["train_new_batch"] = {"batch": len(half[0]["image"]), **first}
     result["peak_memory_mb"] = memory_mb(device)
     return result
 
@@ -202,7 +217,7 @@ def run_cold_starts(preset: str, variants: list[str], batch: int | None, out: Pa
         raise SystemExit(f"unknown cold-start variants {unknown}; valid: {', '.join(COLD_START_VARIANTS)}")
     results: dict[str, Any] = {}
     for variant in variants:
-        env = COLD_START_VARIANTS[variant][1]
+        env = COLD_START_VARIANTS[variant].env
         command = [sys.executable, "-m", "hrnet_lib", "bench", "--cold-start-child", variant]
         command += ["--train-preset", preset, "--out", str(out)] + (["--batch", str(batch)] if batch else [])
         begin = time.perf_counter()
@@ -215,8 +230,8 @@ def run_cold_starts(preset: str, variants: list[str], batch: int | None, out: Pa
 
 
 def _cold_start_child(variant: str, preset: str, batch: int | None, out: Path) -> None:
-
-    overrides, env = COLD_START_VARIANTS[variant]
+    overrides, env, cudnn = COLD_START_VARIANTS[variant]
+    torch.backends.cudnn.enabled = cudnn
     cfg = apply_overrides(get_preset(preset), overrides)
     result = cold_start(cfg, batch or cfg.per_device_batch or cfg.global_batch)
     result |= {"variant": variant, "preset": preset, "overrides": overrides}
@@ -225,18 +240,31 @@ def _cold_start_child(variant: str, preset: str, batch: int | None, out: Path) -
 
 
 def _print_cold_starts(results: dict[str, Any]) -> None:
-    columns = ("process", 9), ("setup", 8), ("train 1st", 11), ("steady", 8), ("val 1st", 9), ("steady", 8)
-    print(f"{'variant':<22}" + "".join(f"{name:>{width}}" for name, width in columns))
+    """Each variant's times as a table (wall seconds, and after a slash the GPU's busy seconds where
+    known), then the ops with the most CPU time in the first calls and the kernels of a steady step."""
+
+    def cell(wall: float, busy: float | None) -> str:
+        return f"{wall:.2f}" + (f"/{busy:.2f}" if busy is not None else "")
+
+    names = "process", "setup", "train 1st", "steady", "val 1st", "steady", "new batch 1st"
+    print("seconds (wall/GPU busy)\n" + f"{'variant':<22}" + "".join(f"{n:>15}" for n in names))
     for variant, r in results.items():
-        t, v = r["train"], r["validation"]
-        print(
-            f"{variant:<22}{r['process_wall_s']:>8.1f}s{r['setup_s']:>7.1f}s{t['first_s']:>10.2f}s"
-            f"{t['steady_s']:>7.3f}s{v['first_s']:>8.2f}s{v['steady_s']:>7.3f}s"
-        )
+        cells = [f"{r['process_wall_s']:.1f}", f"{r['setup_s']:.1f}"]
+        for part in (r["train"], r["validation"]):
+            cells.append(cell(part["first_s"], part["first_device_busy_s"]))
+            cells.append(cell(part["steady_s"], part["steady_device_busy_s"]))
+        new_batch = r["train_new_batch"]
+        cells.append(cell(new_batch["wall_s"], new_batch["device_busy_s"]) if new_batch else "-")
+        print(f"{variant:<22}" + "".join(f"{c:>15}" for c in cells))
     for variant, r in results.items():
         for name in ("train", "validation"):
             ops = ", ".join(f"{o['op']} {o['self_cpu_s']:.2f}s" for o in r[name]["top_ops"][:4])
             print(f"{variant}, first {name} call, most CPU time: {ops}")
+        kernels = ", ".join(
+            f"{k['kernel'][:60]} {k['device_s']:.3f}s" for k in r["train"]["steady_top_kernels"][:4]
+        )
+        if kernels:
+            print(f"{variant}, steady training step, most GPU time: {kernels}")
 
 
 def model_flops_rate(cfg: TrainConfig, images_per_s: float, device: torch.device) -> dict[str, Any]:
@@ -264,6 +292,8 @@ def bench_train(
     Runs `warmup` untimed then `steps` timed optimiser steps of `cfg` (a preset name or config; its
     global batch, micro-batches and accumulation as in training) on the TRAIN split of `data_root`.
     The face-crop cache (when `cfg.cache`) is built before timing, in `cache_dir` or a temporary folder.
+    One more step runs under the profiler: on a GPU, `profiled_step_device_busy_s` of its
+    `profiled_step_s` is kernel time, the rest the host's, and `top_kernels` says which kernels fill it.
     """
     cfg = get_preset(cfg) if isinstance(cfg, str) else cfg
     if device is not None:
@@ -278,7 +308,7 @@ def bench_train(
             raise TrainingError(f"{len(train_set)} training faces give no batch of {micro}")
         # One pass of a sampler with replacement covers every step: no epoch ends, so a small
         # dataset does not drain and refill the workers' queue in the middle of the timed steps.
-        sampler = RandomSampler(train_set, replacement=True, num_samples=(warmup + steps) * accum * micro)
+        sampler = RandomSampler(train_set, replacement=True, num_samples=(warmup + steps + 1) * accum * micro)
         loader = DataLoader(
             train_set,
             batch_size=micro,
@@ -290,8 +320,15 @@ def bench_train(
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        net: nn.Module = torch.compile(model) if cfg.compile else model
+        net = compile_model(model, cfg.compile)
         set_train_mode(net, cfg.freeze_bn)
+
+        def train_step(micro_batches: list[dict[str, torch.Tensor]]) -> None:
+            loss = forward_backward(net, micro_batches, cfg, rt.device)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss.item()  # waits for the device
+
         batches = iter(loader)
         wait = 0.0
         for step in range(warmup + steps):
@@ -302,11 +339,11 @@ def bench_train(
             fetch = time.perf_counter()
             micro_batches = [next(batches) for _ in range(accum)]
             wait += time.perf_counter() - fetch
-            loss = forward_backward(net, micro_batches, cfg, rt.device)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss.item()  # waits for the device
+            train_step(micro_batches)
         seconds = time.perf_counter() - start
+        # One more step under the profiler: the GPU's busy share of a step, and the kernels that fill it.
+        last = [next(batches) for _ in range(accum)]
+        profiled = profile_call(lambda: train_step(last), device_sync(rt.device), rt.device, rows=8)
     images = steps * accum * micro
     return {
         "device": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
@@ -326,6 +363,9 @@ def bench_train(
         "data_wait_share": wait / seconds,
         **model_flops_rate(cfg, images / seconds, rt.device),
         "peak_memory_mb": memory_mb(rt.device),
+        "profiled_step_s": profiled["wall_s"],
+        "profiled_step_device_busy_s": profiled["device_busy_s"],
+        "top_kernels": profiled["top_kernels"],
     }
 
 
@@ -521,9 +561,9 @@ def measure(args: argparse.Namespace, cfg: TrainConfig) -> dict[str, Any]:
     if device == "cpu":
         # On a small CPU, compiling takes minutes, 8 workers compete with the compute and one step of the
         # 512-image global batch takes many minutes: measure the same model and input with steps of 16.
-        overrides = ["compile=false", "workers=1", "global_batch=16", "per_device_batch=8"]
+        overrides = ["compile=off", "workers=1", "global_batch=16", "per_device_batch=8"]
     elif args.compile:
-        overrides = ["compile=true"]
+        overrides = ["compile=model"]
     results["train"] = bench_train(
         apply_overrides(cfg, overrides), root, device=device, steps=args.train_steps
     )

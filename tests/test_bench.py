@@ -3,6 +3,7 @@ variants side by side, and the model FLOP rate."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -26,7 +27,7 @@ from hrnet_lib.train.presets import apply_overrides, get_preset
 
 def test_cold_start_profiles_the_first_training_step_and_validation_pass() -> None:
     result = cold_start(get_preset("smoke"), batch=2, steps=2, rows=5)
-    assert result["batch"] == 2 and result["setup_s"] > 0
+    assert result["batch"] == 2 and result["setup_s"] > 0 and result["cudnn_enabled"] is True
     for name in ("train", "validation"):
         part = result[name]
         assert part["first_s"] > 0 and part["steady_s"] > 0
@@ -41,6 +42,24 @@ def test_cold_start_profiles_the_first_training_step_and_validation_pass() -> No
     validation_ops = {op["op"] for op in result["validation"]["top_ops"]}
     assert any("convolution" in op for op in validation_ops)
     assert not any("backward" in op for op in validation_ops)
+    # On a CPU there is no separate device to be busy: no busy time or kernels are claimed.
+    for name in ("train", "validation"):
+        assert result[name]["first_device_busy_s"] is None and result[name]["steady_device_busy_s"] is None
+        assert result[name]["steady_top_kernels"] == []
+    # A new batch shape in the warm process: half the images, a full training step (backward included).
+    new_batch = result["train_new_batch"]
+    assert new_batch["batch"] == 1 and new_batch["wall_s"] > 0 and new_batch["device_busy_s"] is None
+    assert any("backward" in op["op"] for op in new_batch["top_ops"])
+
+
+def test_the_no_cudnn_variant_turns_cudnn_off_in_its_process(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "enabled", True)  # restored after the test
+    child = ["--cold-start-child", "no-cudnn", "--train-preset", "smoke", "--batch", "2"]
+    assert main([*child, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "cold_start_no-cudnn.json").read_text())
+    assert result["cudnn_enabled"] is False and torch.backends.cudnn.enabled is False
+    assert result["variant"] == "no-cudnn" and result["overrides"] == [] and result["env"] == {}
+    assert all(v.cudnn for name, v in COLD_START_VARIANTS.items() if name != "no-cudnn")
 
 
 def test_each_variant_runs_in_its_own_process_with_its_environment_and_overrides(tmp_path) -> None:
@@ -48,7 +67,7 @@ def test_each_variant_runs_in_its_own_process_with_its_environment_and_overrides
     assert list(results) == ["cudnn-v7-api", "fp32-nchw"]
     assert results["cudnn-v7-api"]["env"] == {"TORCH_CUDNN_V8_API_DISABLED": "1"}
     assert "TORCH_CUDNN_V8_API_DISABLED" not in os.environ
-    assert results["fp32-nchw"]["overrides"] == COLD_START_VARIANTS["fp32-nchw"][0]
+    assert results["fp32-nchw"]["overrides"] == COLD_START_VARIANTS["fp32-nchw"].overrides
     assert results["fp32-nchw"]["config"]["precision"] == "fp32"
     assert results["fp32-nchw"]["config"]["channels_last"] is False
     assert results["cudnn-v7-api"]["config"]["precision"] == resolve_precision(torch.device("cpu"), "auto")

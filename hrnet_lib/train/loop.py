@@ -40,7 +40,7 @@ from hrnet_lib.data.loader import device_batch, worker_options
 from hrnet_lib.data.wflw import data_manifest
 from hrnet_lib.device import autocast, dense_bf16_peak_tflops, resolve_precision
 from hrnet_lib.io import NoSpaceError
-from hrnet_lib.model.hrnet import build_model
+from hrnet_lib.model.hrnet import HighResolutionModule, build_model
 from hrnet_lib.model.weights import TRUST_FLAG, TRUST_HELP, WeightsMismatchError, load_weights
 from hrnet_lib.provenance import git_commit, hardware
 from hrnet_lib.train.checkpoint import rng_state, set_rng_state
@@ -131,6 +131,18 @@ def build_training_model(
     return model
 
 
+def compile_model(model: nn.Module, how: str, backend: str = "inductor") -> nn.Module:
+    """`model` as the `compile` setting says: "off" (as it is), "model" (one graph, in a wrapper) or
+    "modules" (each HighResolutionModule compiled in place: identical modules reuse one graph)."""
+    if how == "model":
+        return torch.compile(model, backend=backend)
+    if how == "modules":
+        for module in model.modules():
+            if isinstance(module, HighResolutionModule):
+                module.compile(backend=backend)
+    return model
+
+
 def wrap_model(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> tuple[nn.Module, nn.Module]:
     """(the model whose weights are saved, the one that trains): SyncBN, then compile, then DDP."""
     if cfg.sync_bn:
@@ -139,7 +151,7 @@ def wrap_model(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> tuple[nn.Modu
         if not dist.is_initialized():
             raise ConfigError("sync_bn needs a process group: start the run with torchrun")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    net = torch.compile(model) if cfg.compile else model
+    net = compile_model(model, cfg.compile)
     if dist.is_initialized():
         net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     return model, net

@@ -19,24 +19,26 @@ def validate(
 ) -> float:
     """Mean inter-ocular NME (fraction) of `model` over validation `batches` (in image pixels).
 
-    Every batch is padded to `cfg.val_batch`, so each call runs the training step's input shape.
+    Every batch is padded to `cfg.val_batch`, so each call runs the training step's input shape. It runs
+    eagerly: modules compiled in place (`compile=modules`) would otherwise compile again for evaluation.
     """
     errors = []
     for batch in batches:
-        pred, _ = crops_to_landmarks(
-            model,
-            device,
-            batch["image"],
-            batch["center"].numpy(),
-            batch["scale"].numpy(),
-            cfg.input_size,
-            cfg.heatmap_size,
-            flip=cfg.val_flip,
-            decoder="dark" if cfg.unbiased else "standard",
-            precision=cfg.precision,
-            channels_last=cfg.channels_last,
-            rotations=batch["rotation"].numpy(),
-            pad_to=cfg.val_batch,
-        )
+        with torch.compiler.set_stance("force_eager"):
+            pred, _ = crops_to_landmarks(
+                model,
+                device,
+                batch["image"],
+                batch["center"].numpy(),
+                batch["scale"].numpy(),
+                cfg.input_size,
+                cfg.heatmap_size,
+                flip=cfg.val_flip,
+                decoder="dark" if cfg.unbiased else "standard",
+                precision=cfg.precision,
+                channels_last=cfg.channels_last,
+                rotations=batch["rotation"].numpy(),
+                pad_to=cfg.val_batch,
+            )
         errors.append(nme(pred, batch["landmarks"].numpy().astype(np.float64)))
     return float(np.concatenate(errors).mean())
