@@ -120,6 +120,7 @@ def profile_first_call(
         "first_device_busy_s": first["device_busy_s"],
         "top_ops": first["top_ops"],
         "steady_s": steady_s,
+        "steady_profiled_s": steady["wall_s"],  # the call whose busy time and kernels these are
         "steady_device_busy_s": steady["device_busy_s"],
         "steady_top_kernels": steady["top_kernels"],
     }

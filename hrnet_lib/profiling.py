@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.autograd import DeviceType
@@ -24,12 +25,19 @@ def busy_length(intervals: Iterable[tuple[float, float]]) -> float:
     return total
 
 
+def _gpu_work(event: Any) -> bool:
+    """Whether a profiler event is work the GPU did (a kernel, copy or memset), not a `record_function`
+    range drawn over the GPU's timeline (such as `Optimizer.step#Adam.step`), which spans its gaps too."""
+    return event.device_type == DeviceType.CUDA and not getattr(event, "is_user_annotation", False)
+
+
 def profile_call(call: Callable[[], None], sync: Callable[[], None], device: torch.device, rows: int) -> dict:
     """Run `call` once under the profiler (its device too when it is a GPU) and say where its time went.
 
-    Keys: wall_s; device_busy_s (the union of the GPU's kernel and copy intervals; None on a CPU, where the
-    host is the device); top_ops, the `rows` ops with the most CPU time of their own; top_kernels, the `rows`
-    GPU kernels with the most device time (empty on a CPU).
+    Keys: wall_s; device_busy_s, the union of the GPU's kernel and copy intervals (None on a CPU, where the
+    host is the device, and where the profiler saw no GPU work: `device_events` says how many it saw);
+    top_ops, the `rows` ops with the most CPU time of their own (on a GPU the final synchronisation is
+    the host waiting for it); top_kernels, the `rows` GPU kernels with the most device time.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -44,14 +52,13 @@ def profile_call(call: Callable[[], None], sync: Callable[[], None], device: tor
     host = sorted(
         (e for e in averages if e.device_type == DeviceType.CPU), key=lambda e: -e.self_cpu_time_total
     )
-    kernels = sorted(
-        (e for e in averages if e.device_type == DeviceType.CUDA), key=lambda e: -e.self_device_time_total
-    )
-    on_device = [e for e in profiler.events() if e.device_type == DeviceType.CUDA]  # kernels, copies, memsets
+    kernels = sorted((e for e in averages if _gpu_work(e)), key=lambda e: -e.self_device_time_total)
+    on_device = [e for e in profiler.events() if _gpu_work(e)]
     busy = busy_length((e.time_range.start, e.time_range.end) for e in on_device) / 1e6
     return {
         "wall_s": wall,
-        "device_busy_s": busy if cuda else None,
+        "device_busy_s": busy if on_device else None,
+        "device_events": len(on_device) if cuda else None,
         "top_ops": [
             {
                 "op": e.key,
