@@ -241,19 +241,21 @@ def _cold_start_child(variant: str, preset: str, batch: int | None, out: Path) -
 
 
 def _print_cold_starts(results: dict[str, Any]) -> None:
-    """Each variant's times as a table (wall seconds, and after a slash the GPU's busy seconds where
-    known), then the ops with the most CPU time in the first calls and the kernels of a steady step."""
+    """Each variant's times as a table (wall seconds and, after a slash, the GPU's busy seconds in the same
+    call where known), then the ops with the most CPU time in the first calls and the kernels of a steady
+    step."""
 
     def cell(wall: float, busy: float | None) -> str:
         return f"{wall:.2f}" + (f"/{busy:.2f}" if busy is not None else "")
 
     names = "process", "setup", "train 1st", "steady", "val 1st", "steady", "new batch 1st"
-    print("seconds (wall/GPU busy)\n" + f"{'variant':<22}" + "".join(f"{n:>15}" for n in names))
+    print("seconds (wall/GPU busy); steady: one profiled call (unprofiled medians in cold_start.json)")
+    print(f"{'variant':<22}" + "".join(f"{n:>15}" for n in names))
     for variant, r in results.items():
         cells = [f"{r['process_wall_s']:.1f}", f"{r['setup_s']:.1f}"]
         for part in (r["train"], r["validation"]):
             cells.append(cell(part["first_s"], part["first_device_busy_s"]))
-            cells.append(cell(part["steady_s"], part["steady_device_busy_s"]))
+            cells.append(cell(part["steady_profiled_s"], part["steady_device_busy_s"]))
         new_batch = r["train_new_batch"]
         cells.append(cell(new_batch["wall_s"], new_batch["device_busy_s"]) if new_batch else "-")
         print(f"{variant:<22}" + "".join(f"{c:>15}" for c in cells))

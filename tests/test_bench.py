@@ -12,6 +12,7 @@ import torch
 from hrnet_lib.bench import (
     COLD_START_VARIANTS,
     PRECISION_VARIANTS,
+    _print_cold_starts,
     main,
     model_flops_rate,
     precision_inference,
@@ -24,7 +25,9 @@ from hrnet_lib.model.inference import forward_flops
 from hrnet_lib.train.presets import apply_overrides, get_preset
 
 
-def test_cold_start_profiles_the_first_training_step_and_validation_pass(tmp_path, monkeypatch) -> None:
+def test_cold_start_profiles_the_first_training_step_and_validation_pass(
+    tmp_path, monkeypatch, capsys
+) -> None:
     # In this process, as the no-cudnn variant's child runs it (a CPU uses no cuDNN either way).
     monkeypatch.setattr(torch.backends.cudnn, "enabled", True)  # restored after the test
     child = ["--cold-start-child", "no-cudnn", "--train-preset", "smoke", "--batch", "2"]
@@ -56,6 +59,12 @@ def test_cold_start_profiles_the_first_training_step_and_validation_pass(tmp_pat
     new_batch = result["train_new_batch"]
     assert new_batch["batch"] == 1 and new_batch["wall_s"] > 0 and new_batch["device_busy_s"] is None
     assert any("backward" in op["op"] for op in new_batch["top_ops"])
+    # The printed table: a row of seconds for the variant (no busy times on a CPU), then its top ops.
+    _print_cold_starts({"no-cudnn": {**result, "process_wall_s": 9.0}})
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("no-cudnn "))
+    assert row.split()[1:3] == ["9.0", f"{result['setup_s']:.1f}"] and "/" not in row
+    assert any(line.startswith("no-cudnn, first train call, most CPU time: ") for line in lines)
 
 
 def test_each_variant_runs_in_its_own_process_with_its_environment_and_overrides(tmp_path) -> None:
