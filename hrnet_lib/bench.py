@@ -49,7 +49,7 @@ from hrnet_lib.model.onnx import bench_onnxruntime
 from hrnet_lib.profiling import device_sync, profile_call, timed_calls
 from hrnet_lib.provenance import hardware
 from hrnet_lib.train.datasets import build_datasets
-from hrnet_lib.train.loop import compile_model, forward_backward
+from hrnet_lib.train.loop import build_training_model, compile_model, forward_backward
 from hrnet_lib.train.presets import ConfigError, TrainConfig, apply_overrides, get_preset
 from hrnet_lib.train.run_dir import training_flops
 from hrnet_lib.train.runtime import Runtime, TrainingError, batch_sizes, set_train_mode
@@ -152,9 +152,7 @@ def cold_start(cfg: TrainConfig, batch: int, steps: int = 3, rows: int = 12) -> 
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     sync = device_sync(device)
     start = time.perf_counter()
-    model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = build_training_model(cfg, None, Runtime(0, 1, 0, device))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     net = compile_model(model, cfg.compile)  # compiles in the first step, as in training
     fake = _fake_batch(cfg, batch, seed=0)
@@ -282,6 +280,39 @@ def model_flops_rate(cfg: TrainConfig, images_per_s: float, device: torch.device
     }
 
 
+def _sampled_loader(
+    train_set: Any, micro: int, batches: int, cfg: TrainConfig, device: torch.device
+) -> DataLoader:
+    """A loader of `batches` random micro-batches of `train_set`, as training loads them."""
+    # One pass of a sampler with replacement covers every step: no epoch ends, so a small
+    # dataset does not drain and refill the workers' queue in the middle of the timed steps.
+    sampler = RandomSampler(train_set, replacement=True, num_samples=batches * micro)
+    return DataLoader(
+        train_set,
+        batch_size=micro,
+        sampler=sampler,
+        pin_memory=device.type == "cuda",
+        **worker_options(cfg.workers),
+    )
+
+
+def _timed_steps(
+    train_step: Callable[[list], None], batches: Any, accum: int, warmup: int, steps: int, sync: Callable
+) -> tuple[float, float]:
+    """Seconds of `steps` optimiser steps after `warmup` untimed ones, and the seconds of it spent
+    waiting for the loader's micro-batches."""
+    wait = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            sync()
+            wait, start = 0.0, time.perf_counter()
+        fetch = time.perf_counter()
+        micro_batches = [next(batches) for _ in range(accum)]
+        wait += time.perf_counter() - fetch
+        train_step(micro_batches)
+    return time.perf_counter() - start, wait
+
+
 def bench_train(
     cfg: TrainConfig | str,
     data_root: Path | str,
@@ -309,19 +340,8 @@ def bench_train(
         train_set, _ = build_datasets(cfg, Path(data_root), Path(cache_dir or tmp), True)
         if len(train_set) < micro:
             raise TrainingError(f"{len(train_set)} training faces give no batch of {micro}")
-        # One pass of a sampler with replacement covers every step: no epoch ends, so a small
-        # dataset does not drain and refill the workers' queue in the middle of the timed steps.
-        sampler = RandomSampler(train_set, replacement=True, num_samples=(warmup + steps + 1) * accum * micro)
-        loader = DataLoader(
-            train_set,
-            batch_size=micro,
-            sampler=sampler,
-            pin_memory=rt.device.type == "cuda",
-            **worker_options(cfg.workers),
-        )
-        model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(rt.device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+        batches = iter(_sampled_loader(train_set, micro, (warmup + steps + 1) * accum, cfg, rt.device))
+        model = build_training_model(cfg, None, rt)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         net = compile_model(model, cfg.compile)
         set_train_mode(net, cfg.freeze_bn)
@@ -332,21 +352,11 @@ def bench_train(
             optimizer.zero_grad(set_to_none=True)
             loss.item()  # waits for the device
 
-        batches = iter(loader)
-        wait = 0.0
-        for step in range(warmup + steps):
-            if step == warmup:
-                if rt.device.type == "cuda":
-                    torch.cuda.synchronize(rt.device)
-                wait, start = 0.0, time.perf_counter()
-            fetch = time.perf_counter()
-            micro_batches = [next(batches) for _ in range(accum)]
-            wait += time.perf_counter() - fetch
-            train_step(micro_batches)
-        seconds = time.perf_counter() - start
+        sync = device_sync(rt.device)
+        seconds, wait = _timed_steps(train_step, batches, accum, warmup, steps, sync)
         # One more step under the profiler: the GPU's busy share of a step, and the kernels that fill it.
         last = [next(batches) for _ in range(accum)]
-        profiled = profile_call(lambda: train_step(last), device_sync(rt.device), rt.device, rows=8)
+        profiled = profile_call(lambda: train_step(last), sync, rt.device, rows=8)
     images = steps * accum * micro
     return {
         "device": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
@@ -409,10 +419,7 @@ def precision_train_steps(
     runs = {}
     for name, (precision, channels_last) in PRECISION_VARIANTS.items():
         variant = dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, cfg.num_keypoints, cfg.upsample).to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
+        model = build_training_model(variant, None, Runtime(0, 1, 0, device))  # the same seed for each
         runs[name] = (variant, model, torch.optim.Adam(model.parameters(), lr=cfg.lr))
     times: dict[str, list[float]] = {name: [] for name in runs}
     for step in range(warmup + steps):

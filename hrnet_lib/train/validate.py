@@ -23,8 +23,8 @@ def validate(
     eagerly: modules compiled in place (`compile=modules`) would otherwise compile again for evaluation.
     """
     errors = []
-    for batch in batches:
-        with torch.compiler.set_stance("force_eager"):
+    with torch.compiler.set_stance("force_eager"):
+        for batch in batches:
             pred, _ = crops_to_landmarks(
                 model,
                 device,
@@ -40,5 +40,5 @@ def validate(
                 rotations=batch["rotation"].numpy(),
                 pad_to=cfg.val_batch,
             )
-        errors.append(nme(pred, batch["landmarks"].numpy().astype(np.float64)))
+            errors.append(nme(pred, batch["landmarks"].numpy().astype(np.float64)))
     return float(np.concatenate(errors).mean())
