@@ -44,10 +44,7 @@ def profile_call(call: Callable[[], None], sync: Callable[[], None], device: tor
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as profiler:
-        begin = time.perf_counter()
-        call()
-        sync()
-        wall = time.perf_counter() - begin
+        [wall] = timed_calls(call, sync, 1)
     averages = profiler.key_averages()
     host = sorted(
         (e for e in averages if e.device_type == DeviceType.CPU), key=lambda e: -e.self_cpu_time_total
